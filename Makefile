@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export PYTHONUNBUFFERED := 1
+export XLA_PYTHON_CLIENT_PREALLOCATE := false
+
+.PHONY: setup demo test test-slow bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e . --config-settings editable_mode=compat
+	touch $(STAMP)
+
+# A short PPO run on CPU: progress bar, metrics.jsonl, curve.png, checkpoints.
+demo: $(STAMP)
+	$(BIN)/python -m experiments ppo --env gymnax/CartPole-v1 --seeds 4 --total-steps 200000 --out runs/demo --overwrite
+
+# Default tier: everything but `slow` and `gpu` tests (about 10 minutes on 2 cores).
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+# Paper-figure reproductions (minutes each on CPU).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow -q
+
+bench: $(STAMP)
+	$(BIN)/python -m experiments.benchmarks.throughput --out runs/bench/throughput.json
+
+clean:
+	rm -rf $(VENV) runs

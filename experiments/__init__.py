@@ -1,0 +1,16 @@
+"""Paper reproductions and benchmarks: ``python -m experiments NAME [--flags]``.
+
+Each experiment module defines ``DESCRIPTION``, ``add_arguments(parser)`` and
+``main(args) -> dict`` (the result it wrote to ``result.json``).
+"""
+
+import importlib
+
+# name -> module; one module per reproduction.
+EXPERIMENTS = {
+    "ppo": "experiments.ppo",
+}
+
+
+def load(name: str):
+    return importlib.import_module(EXPERIMENTS[name])

@@ -1,0 +1,1 @@
+"""One module per algorithm, each exposing ``make_train(config) -> Trainer``."""

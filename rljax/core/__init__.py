@@ -1,0 +1,1 @@
+"""Shared building blocks: every agent is assembled from these."""

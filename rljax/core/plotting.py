@@ -1,0 +1,32 @@
+"""Plots written next to every run's metrics."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: runs write PNGs, notebooks display them
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_learning_curve(records, path: str, title: str, key: str = "episode_return") -> None:
+    """Per-seed curves (thin) and their mean (thick) of ``key/per_seed`` against env steps,
+    with evaluation returns as points where ``eval_return/per_seed`` was logged."""
+    steps = np.array([r["env_steps"] for r in records])
+    per_seed = np.array([r[f"{key}/per_seed"] for r in records], dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, per_seed, color="tab:blue", alpha=0.25, linewidth=0.8)
+    ax.plot(steps, per_seed.mean(axis=1), color="tab:blue", linewidth=2, label=f"training {key} (mean)")
+    evals = [r for r in records if "eval_return/per_seed" in r]
+    if evals:
+        x = np.array([r["env_steps"] for r in evals])
+        y = np.array([r["eval_return/per_seed"] for r in evals], dtype=float)
+        ax.errorbar(x, y.mean(axis=1), yerr=y.std(axis=1), fmt="o", color="tab:orange", label="evaluation (mean ± sd)")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,17 @@
+"""Summary statistics over seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+
+def mean_ci95(values) -> dict[str, float]:
+    """Mean with a two-sided 95% Student-t interval over independent runs (axis 0)."""
+    x = np.asarray(values, dtype=np.float64).reshape(len(values), -1).mean(axis=1)
+    n = len(x)
+    mean = float(x.mean())
+    if n < 2:
+        return {"mean": mean, "ci95_low": mean, "ci95_high": mean, "n": n}
+    half = float(scipy_stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n))
+    return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half, "n": n}
