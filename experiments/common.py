@@ -35,25 +35,28 @@ def setup_run(args: argparse.Namespace, name: str) -> str:
     return prepare_run_dir(path, resume=bool(args.resume), overwrite=args.overwrite)
 
 
-def parse_overrides(pairs: list[str] | None, *targets: Any) -> list[Any]:
-    """Apply ``--set field=value`` pairs to whichever of ``targets`` has the field.
+def apply_overrides(pairs: list[str] | None, *targets: Any, **changes: Any) -> list[Any]:
+    """Apply ``changes`` and ``--set field=value`` pairs to whichever of ``targets`` has each field.
 
     Values are Python literals (``--set learning_rate=3e-4 --set hidden_sizes=(64,64)``).
+    Each target is rebuilt once with all its changes, so checks that relate
+    several fields (a batch that must divide into minibatches) see the final values.
     """
-    out = list(targets)
     for pair in pairs or []:
         if "=" not in pair:
             raise ConfigError(f"--set expects field=value, got {pair!r}")
         field, raw = pair.split("=", 1)
         try:
-            value = ast.literal_eval(raw)
+            changes[field] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            value = raw
-        for i, target in enumerate(out):
+            changes[field] = raw
+    per_target: list[dict[str, Any]] = [{} for _ in targets]
+    for field, value in changes.items():
+        for i, target in enumerate(targets):
             if field in {f.name for f in dataclasses.fields(target)}:
-                out[i] = target.replace(**{field: value}) if hasattr(target, "replace") else dataclasses.replace(target, **{field: value})
+                per_target[i][field] = value
                 break
         else:
-            known = sorted({f.name for t in out for f in dataclasses.fields(t)})
+            known = sorted({f.name for t in targets for f in dataclasses.fields(t)})
             raise ConfigError(f"--set {field}: no such field; known fields are {known}")
-    return out
+    return [dataclasses.replace(t, **c) if c else t for t, c in zip(targets, per_target)]

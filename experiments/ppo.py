@@ -9,13 +9,12 @@ over seeds, steps, wall and compile time), curve.png and checkpoints/.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import time
 
 import jax
 
-from experiments.common import add_run_arguments, parse_overrides, setup_run
+from experiments.common import add_run_arguments, apply_overrides, setup_run
 from rljax.agents import ppo
 from rljax.core import loop as loop_lib
 from rljax.core.config import to_dict
@@ -40,10 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> dict:
     config, hparams = ppo.preset(args.env)
-    config = dataclasses.replace(config, env=args.env)
-    if args.total_steps:
-        config = dataclasses.replace(config, total_timesteps=args.total_steps)
-    config, hparams = parse_overrides(args.set, config, hparams)
+    changes = {"env": args.env} | ({"total_timesteps": args.total_steps} if args.total_steps else {})
+    config, hparams = apply_overrides(args.set, config, hparams, **changes)
     run_dir = setup_run(args, "ppo")
     trainer = ppo.make_train(config)
     chunk = args.chunk_updates or max(1, trainer.num_updates // 20)

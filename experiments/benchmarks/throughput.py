@@ -1,0 +1,134 @@
+"""Raw env throughput next to PPO training throughput, in one process.
+
+    python -m experiments.benchmarks.throughput --out runs/bench/throughput.json
+
+For each case the same wrapped env that PPO trains on is first stepped with
+uniformly random actions (the ceiling: no network, no learning), then PPO is
+run for the case's budget. Compile time (ahead-of-time ``lower().compile()``)
+is reported apart from run time; run time is the best of ``--repeats`` calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+
+from rljax.agents import ppo
+from rljax.core import rollout as rollout_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    config: ppo.PPOConfig
+    hparams: ppo.PPOHParams = ppo.PPOHParams()
+
+
+def cases(quick: bool) -> list[Case]:
+    cartpole, cartpole_hp = ppo.PRESETS["gymnax/CartPole-v1"]
+    continuous, continuous_hp = ppo.PRESETS["brax/inverted_pendulum"]
+    scale = 0.02 if quick else 1.0
+
+    def steps(n, batch):  # a budget of about n steps, whole updates only
+        return max(batch, int(n * scale) // batch * batch)
+
+    brax = lambda env: dataclasses.replace(  # noqa: E731
+        continuous, env=env, num_envs=256, num_steps=16, num_minibatches=8,
+        total_timesteps=steps(204_800, 256 * 16),
+    )
+    return [
+        Case("gymnax/CartPole-v1 4 envs (PureJaxRL defaults)",
+             dataclasses.replace(cartpole, total_timesteps=steps(500_000, 512)), cartpole_hp),
+        Case("gymnax/CartPole-v1 2048 envs",
+             dataclasses.replace(cartpole, num_envs=2048, num_steps=16, num_minibatches=32,
+                                 total_timesteps=steps(2048 * 16 * 32, 2048 * 16)), cartpole_hp),
+        Case("brax/inverted_pendulum 256 envs", brax("brax/inverted_pendulum"), continuous_hp),
+        Case("brax/halfcheetah 256 envs", brax("brax/halfcheetah"), continuous_hp),
+    ]
+
+
+def timed(fn, *args, repeats: int):
+    """(compile seconds, best run seconds) of ``jax.jit(fn)(*args)``."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        best = min(best, time.perf_counter() - start)
+    return compile_s, best
+
+
+def raw_env_throughput(config: ppo.PPOConfig, num_steps: int, repeats: int) -> dict:
+    env, env_params = ppo.make_env(config)
+    space = env.action_space(env_params)
+
+    def run(key):
+        carry = rollout_lib.reset(env, env_params, key, config.num_envs)
+        policy = lambda obs, k: (jax.vmap(space.sample)(jax.random.split(k, config.num_envs)), {})  # noqa: E731
+        carry, traj = rollout_lib.rollout(env, env_params, policy, carry, key, num_steps)
+        return traj.reward.sum()
+
+    compile_s, run_s = timed(run, jax.random.PRNGKey(0), repeats=repeats)
+    total = num_steps * config.num_envs
+    return {"env_steps": total, "compile_seconds": compile_s, "run_seconds": run_s, "env_steps_per_second": total / run_s}
+
+
+def ppo_throughput(config: ppo.PPOConfig, hparams: ppo.PPOHParams, repeats: int) -> dict:
+    trainer = ppo.make_train(config)
+
+    def run(key):
+        state, metrics = trainer(key, hparams)
+        return metrics["episode_return"][-1]
+
+    compile_s, run_s = timed(run, jax.random.PRNGKey(0), repeats=repeats)
+    total = trainer.total_env_steps
+    return {"env_steps": total, "compile_seconds": compile_s, "run_seconds": run_s, "env_steps_per_second": total / run_s}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/bench/throughput.json")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke test, not a measurement)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--only", help="run only cases whose name contains this text")
+    args = parser.parse_args(argv)
+
+    results = []
+    for case in cases(args.quick):
+        if args.only and args.only not in case.name:
+            continue
+        print(f"{case.name}: raw env ...", flush=True)
+        raw = raw_env_throughput(case.config, case.config.num_steps * 8, args.repeats)
+        print(f"  raw env  {raw['env_steps_per_second']:>12,.0f} steps/s (compile {raw['compile_seconds']:.1f} s)", flush=True)
+        trained = ppo_throughput(case.config, case.hparams, args.repeats)
+        print(f"  PPO      {trained['env_steps_per_second']:>12,.0f} steps/s (compile {trained['compile_seconds']:.1f} s)", flush=True)
+        results.append({
+            "case": case.name, "env": case.config.env, "num_envs": case.config.num_envs,
+            "num_steps": case.config.num_steps, "raw_env": raw, "ppo": trained,
+            "ppo_over_raw": trained["env_steps_per_second"] / raw["env_steps_per_second"],
+        })
+
+    report = {
+        "benchmark": "throughput", "quick": args.quick,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+                    "devices": [str(d) for d in jax.devices()], "jax": jax.__version__},
+        "results": results,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The experiments CLI: listing, a tiny PPO run end to end, and its guards."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments.__main__ import main as cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--seeds", "2", "--total-steps", "2048", "--set", "num_steps=64", "--no-progress", "--eval-every", "0",
+        "--set", "eval_episodes=2"]
+
+
+def test_list(capsys):
+    assert cli(["--list"]) == 0
+    assert "ppo" in capsys.readouterr().out
+
+
+def test_unknown_experiment_suggests(capsys):
+    assert cli(["ppoo"]) == 2
+    assert "Did you mean: ppo" in capsys.readouterr().err
+
+
+def test_ppo_run_writes_all_outputs(tmp_path):
+    out = tmp_path / "run"
+    cli(["ppo", *TINY, "--out", str(out)])
+    for name in ("config.json", "metrics.jsonl", "result.json", "curve.png", "checkpoints"):
+        assert (out / name).exists(), name
+    result = json.loads((out / "result.json").read_text())
+    assert result["env_steps_per_seed"] == 2048 and result["seeds"] == 2 and result["finished"]
+    assert result["compile_seconds"] > 0 and result["run_seconds"] > 0
+    ci = result["final_eval_return"]
+    assert ci["ci95_low"] <= ci["mean"] <= ci["ci95_high"] and ci["n"] == 2
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2048 // (4 * 64)  # one record per update
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["num_steps"] == 64
+
+
+def test_existing_output_is_never_overwritten_without_a_flag(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="--resume.*--overwrite"):
+        cli(["ppo", *TINY, "--out", str(out)])
+    assert (out / "precious.txt").read_text() == "keep me"
+    cli(["ppo", *TINY, "--out", str(out), "--overwrite"])
+    assert not (out / "precious.txt").exists() and (out / "result.json").exists()
+
+
+def test_resume_from_another_config_is_refused(tmp_path):
+    out = tmp_path / "run"
+    cli(["ppo", *TINY, "--out", str(out), "--stop-after-updates", "4"])
+    with pytest.raises(ValueError, match="(?s)another config.*update_epochs"):
+        cli(["ppo", *TINY, "--resume", str(out), "--set", "update_epochs=2"])
+    cli(["ppo", *TINY, "--resume", str(out)])
+    assert json.loads((out / "result.json").read_text())["finished"]
+
+
+def test_bad_override_names_the_field(tmp_path):
+    with pytest.raises(ValueError, match="--set num_step: no such field"):
+        cli(["ppo", *TINY, "--out", str(tmp_path / "x"), "--set", "num_step=3"])
+
+
+def test_debug_mode_runs_without_jit(tmp_path):
+    # A subprocess: --debug flips global jax flags.
+    out = tmp_path / "dbg"
+    cmd = [sys.executable, "-m", "experiments", "ppo", "--seeds", "1", "--total-steps", "16", "--set", "num_steps=4",
+           "--set", "num_minibatches=1", "--set", "update_epochs=1", "--set", "eval_episodes=1",
+           "--set", "hidden_sizes=(8,)", "--env", "probe/constant-reward", "--no-progress", "--debug", "--out", str(out)]
+    subprocess.run(cmd, check=True, cwd=ROOT, timeout=600)
+    assert (out / "result.json").exists()
