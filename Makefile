@@ -19,7 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 # A short PPO run on CPU: progress bar, metrics.jsonl, curve.png, checkpoints.
 demo: $(STAMP)
-	$(BIN)/python -m experiments ppo --env gymnax/CartPole-v1 --seeds 4 --total-steps 200000 --out runs/demo --overwrite
+	$(BIN)/python -m experiments ppo --env gymnax/CartPole-v1 --seeds 8 --total-steps 500000 --out runs/demo --overwrite
 
 # Default tier: everything but `slow` and `gpu` tests (about 10 minutes on 2 cores).
 test: $(STAMP)

@@ -5,3 +5,5 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+import rljax  # noqa: E402,F401  (sets XLA's CPU flags before any test creates a backend)

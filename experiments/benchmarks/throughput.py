@@ -75,7 +75,8 @@ def raw_env_throughput(config: ppo.PPOConfig, num_steps: int, repeats: int) -> d
         carry = rollout_lib.reset(env, env_params, key, config.num_envs)
         policy = lambda obs, k: (jax.vmap(space.sample)(jax.random.split(k, config.num_envs)), {})  # noqa: E731
         carry, traj = rollout_lib.rollout(env, env_params, policy, carry, key, num_steps)
-        return traj.reward.sum()
+        # Consume observations too: with a constant reward XLA would drop the physics.
+        return traj.reward.sum() + traj.obs.sum()
 
     compile_s, run_s = timed(run, jax.random.PRNGKey(0), repeats=repeats)
     total = num_steps * config.num_envs
@@ -87,7 +88,8 @@ def ppo_throughput(config: ppo.PPOConfig, hparams: ppo.PPOHParams, repeats: int)
 
     def run(key):
         state, metrics = trainer(key, hparams)
-        return metrics["episode_return"][-1]
+        # Return what depends on every update, so XLA cannot drop the last one.
+        return metrics["episode_return"][-1] + sum(x.sum() for x in jax.tree.leaves(state.params))
 
     compile_s, run_s = timed(run, jax.random.PRNGKey(0), repeats=repeats)
     total = trainer.total_env_steps
