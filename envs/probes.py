@@ -15,6 +15,8 @@ can be tested against it:
                                    time is not observed, so only bootstrapping on
                                    truncation gives the right value  V = 1 / (1 - gamma)
     probe/vector-reward            one step, obs o in {-1,+1}, reward (o, 1)   V(o) = (o, 1)
+    probe/continuous-action        one step, obs o in {-1,+1}, action a in [-1, 1],
+                                   reward 1 - (a - o/2)^2   V* = 1, and Q(o, a) = reward
 """
 
 from __future__ import annotations
@@ -180,9 +182,31 @@ class VectorReward(Probe):
         return jnp.stack([obs[..., 0], jnp.ones(obs.shape[:-1])], axis=-1)
 
 
+class ContinuousAction(Probe):
+    probe_name = "continuous-action"
+    initial_obs = staticmethod(_random_sign)
+
+    def reward(self, state, action):
+        return 1.0 - (action[0] - 0.5 * state.obs[0]) ** 2
+
+    def analytic_value(self, obs, gamma):
+        return jnp.ones(obs.shape[:-1])
+
+    def analytic_q(self, obs, action):
+        """One step and terminal: Q(o, a) is the reward itself."""
+        return 1.0 - (action[..., 0] - 0.5 * obs[..., 0]) ** 2
+
+    def action_space(self, params=None):
+        return Box(low=-1.0, high=1.0, shape=(1,), dtype=jnp.float32)
+
+    @property
+    def num_actions(self) -> int:
+        return 1
+
+
 PROBES = (
     ConstantReward, RewardFromObservation, Discounting, RewardFromAction,
-    RewardFromObservationAndAction, Truncation, VectorReward,
+    RewardFromObservationAndAction, Truncation, VectorReward, ContinuousAction,
 )
 
 

@@ -136,14 +136,29 @@ def make_env(config: PPOConfig, *, training: bool = True):
     return env, env_params
 
 
+def make_network(config: PPOConfig, env, env_params) -> ActorCritic:
+    return ActorCritic(
+        action_dim=envs.action_dim(env, env_params), discrete=envs.is_discrete(env, env_params),
+        hidden_sizes=config.hidden_sizes, activation=config.activation,
+    )
+
+
+def observation_normalizer(config: PPOConfig, state: PPOState):
+    """``obs -> network input`` with the run's observation statistics (identity without normalize_obs).
+
+    For acting on raw observations outside training (evaluation, data collection).
+    """
+    if not config.normalize_obs:
+        return lambda obs: obs
+    stats = wrappers.find_state(state.env.env_state, wrappers.NormalizeObservationState).obs_stats
+    stats = jax.tree.map(lambda x: x[0], stats)  # pooled over envs: every env holds the same
+    return lambda obs: (obs - stats.mean) / jnp.sqrt(stats.var + 1e-8)
+
+
 def make_train(config: PPOConfig) -> Trainer:
     env, env_params = make_env(config)
     eval_env, _ = make_env(config, training=False)
-    discrete = envs.is_discrete(env, env_params)
-    network = ActorCritic(
-        action_dim=envs.action_dim(env, env_params), discrete=discrete,
-        hidden_sizes=config.hidden_sizes, activation=config.activation,
-    )
+    network = make_network(config, env, env_params)
     batch_size = config.num_envs * config.num_steps
     minibatch_size = batch_size // config.num_minibatches
     num_updates = config.num_updates
@@ -228,11 +243,7 @@ def make_train(config: PPOConfig) -> Trainer:
         return new_state, metrics
 
     def evaluate(state: PPOState, key: jax.Array) -> dict[str, jax.Array]:
-        normalize = lambda obs: obs  # noqa: E731
-        if config.normalize_obs:
-            stats = wrappers.find_state(state.env.env_state, wrappers.NormalizeObservationState).obs_stats
-            stats = jax.tree.map(lambda x: x[0], stats)  # pooled over envs: every env holds the same
-            normalize = lambda obs: (obs - stats.mean) / jnp.sqrt(stats.var + 1e-8)  # noqa: E731
+        normalize = observation_normalizer(config, state)
 
         def act(obs, k):
             pi, _ = network.apply(state.params, normalize(obs))

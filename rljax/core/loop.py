@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from rljax.core import sharding as sharding_lib
 from rljax.core.checkpoint import Checkpointer
 from rljax.core.config import broadcast_hparams, require
 from rljax.core.logging import MetricsWriter, read_metrics
@@ -34,6 +35,7 @@ class LoopConfig:
     progress: bool = True
     tensorboard: bool = False
     stop_after_updates: int | None = None  # end early (as if interrupted), checkpoint included
+    shard: str | None = None  # None (one device), "pop" (runs over devices) or "envs" (env batch over devices)
 
 
 @dataclasses.dataclass
@@ -70,6 +72,18 @@ def _records(metrics: dict[str, np.ndarray], first_update: int, steps_per_update
     return out
 
 
+def _sharded(chunk, shardings):
+    """Keep the state's sharding across chunks (so the compiled chunk is reused)."""
+    if shardings is None:
+        return chunk
+
+    def constrained(state):
+        state, metrics = chunk(state)
+        return jax.lax.with_sharding_constraint(state, shardings), metrics
+
+    return constrained
+
+
 def run(
     trainer: Trainer,
     key: jax.Array,
@@ -96,6 +110,11 @@ def run(
 
     init_fn = jax.jit(jax.vmap(trainer.init))
     state = init_fn(seed_keys, hparams)
+    shardings = None
+    if loop.shard is not None:
+        mesh = sharding_lib.make_mesh(loop.shard)
+        shardings = sharding_lib.state_shardings(state, mesh, loop.shard)
+        state = jax.device_put(state, shardings)
 
     checkpointer = None
     start_update = 0
@@ -129,7 +148,11 @@ def run(
         while update < last_update:
             n = min(loop.chunk_updates, last_update - update)
             if n not in chunk_fns:
-                fn = jax.jit(jax.vmap(lambda s, n=n: trainer.run_updates(s, n)), donate_argnums=0)
+                placement = {"in_shardings": (shardings,)} if shardings is not None else {}
+                fn = jax.jit(
+                    _sharded(jax.vmap(lambda s, n=n: trainer.run_updates(s, n)), shardings),
+                    donate_argnums=0, **placement,
+                )
                 chunk_fns[n], seconds = _compile(fn, state)
                 compile_seconds += seconds
             start = time.perf_counter()

@@ -61,3 +61,45 @@ class ActorCritic(nn.Module):
             pi = distrax.MultivariateNormalDiag(head, jnp.exp(log_std))
         value = MLP(self.hidden_sizes, self.value_dim or 1, self.activation, out_scale=1.0, name="critic")(obs)
         return pi, (value if self.value_dim else value[..., 0])
+
+
+class SquashedGaussianActor(nn.Module):
+    """tanh-squashed diagonal Gaussian policy (SAC; Haarnoja et al., 2018, appendix C).
+
+    ``__call__(obs [..., obs_dim]) -> distrax distribution over actions in (-1, 1)``,
+    whose ``log_prob`` includes the tanh change of variables. The log standard
+    deviation is clipped to [log_std_min, log_std_max] for stability.
+    """
+
+    action_dim: int
+    hidden_sizes: Sequence[int] = (256, 256)
+    activation: str = "relu"
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, obs):
+        out = MLP(self.hidden_sizes, 2 * self.action_dim, self.activation, name="torso")(obs)
+        mean, log_std = jnp.split(out, 2, axis=-1)
+        log_std = jnp.clip(log_std, self.log_std_min, self.log_std_max)
+        base = distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))
+        return distrax.Transformed(base, distrax.Block(distrax.Tanh(), ndims=1))
+
+
+class QEnsemble(nn.Module):
+    """``num`` independent Q(s, a) MLPs evaluated in one vectorised call.
+
+    ``__call__(obs [..., obs_dim], action [..., action_dim]) -> q [num, ...]``.
+    """
+
+    num: int = 2
+    hidden_sizes: Sequence[int] = (256, 256)
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, obs, action):
+        ensemble = nn.vmap(
+            MLP, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=None, axis_size=self.num
+        )
+        q = ensemble(self.hidden_sizes, 1, self.activation, name="q")(jnp.concatenate([obs, action], axis=-1))
+        return q[..., 0]

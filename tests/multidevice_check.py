@@ -1,0 +1,57 @@
+"""Run under 8 forced CPU devices (tests/test_sharding.py starts it in a subprocess).
+
+Trains the same seeds on one device and sharded over 8 ("pop" and "envs"),
+and prints a JSON report of the largest metric differences and the placement.
+"""
+
+import json
+import sys
+
+import jax
+import numpy as np
+
+import rljax  # noqa: F401
+from rljax.agents import ppo
+from rljax.core import loop as loop_lib
+
+
+def run(trainer, hparams, num_seeds, shard):
+    result = loop_lib.run(
+        trainer, jax.random.PRNGKey(0), hparams, num_seeds=num_seeds,
+        loop=loop_lib.LoopConfig(chunk_updates=2, progress=False, shard=shard, checkpoint_every_chunks=0),
+    )
+    metrics = {k: np.array([r[k] for r in result.records], dtype=float) for k in ("loss", "episode_return", "value_loss")}
+    return result, metrics
+
+
+def max_diff(a, b):
+    return {k: float(np.max(np.abs(a[k] - b[k]))) for k in a}
+
+
+def main():
+    assert jax.device_count() == 8, jax.devices()
+    report = {"devices": jax.device_count()}
+    config = ppo.PPOConfig(num_envs=8, num_steps=32, total_timesteps=8 * 32 * 6, eval_episodes=2)
+    trainer = ppo.make_train(config)
+    hparams = ppo.PPOHParams()
+
+    single, m_single = run(trainer, hparams, 8, None)
+    pop, m_pop = run(trainer, hparams, 8, "pop")
+    envs, m_envs = run(trainer, hparams, 8, "envs")
+    report["ppo_pop_max_diff"] = max_diff(m_single, m_pop)
+    report["ppo_envs_max_diff"] = max_diff(m_single, m_envs)
+    report["ppo_eval_equal"] = bool(np.allclose(single.final_eval["return"], pop.final_eval["return"]))
+
+    population, _ = run(trainer, hparams, 16, "pop")
+    leaf = jax.tree.leaves(population.state.params)[0]
+    report["population_shards"] = sorted({tuple(s.data.shape) for s in leaf.addressable_shards})
+    report["population_devices"] = len({s.device for s in leaf.addressable_shards})
+    report["population_leaf_shape"] = list(leaf.shape)
+
+    env_leaf = jax.tree.leaves(envs.state.env.obs)[0]
+    report["envs_shard_shapes"] = sorted({tuple(s.data.shape) for s in env_leaf.addressable_shards})
+    json.dump(report, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

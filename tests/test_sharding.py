@@ -1,0 +1,43 @@
+"""Sharded training equals single-device training (8 forced CPU devices, in a subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def report():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false")
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "multidevice_check.py")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_eight_devices_were_used(report):
+    assert report["devices"] == 8
+
+
+@pytest.mark.parametrize("mode", ["pop", "envs"])
+def test_sharded_ppo_matches_single_device(report, mode):
+    diffs = report[f"ppo_{mode}_max_diff"]
+    assert diffs["episode_return"] == 0.0  # same actions, same episodes
+    assert diffs["loss"] < 1e-4 and diffs["value_loss"] < 1e-4, diffs
+    assert report["ppo_eval_equal"]
+
+
+def test_population_of_16_splits_over_8_devices(report):
+    assert report["population_leaf_shape"][0] == 16
+    assert report["population_devices"] == 8
+    assert [s[0] for s in report["population_shards"]] == [2]  # two runs per device
+
+
+def test_env_batch_splits_over_devices(report):
+    assert report["envs_shard_shapes"] == [[8, 1, 4]]  # 8 seeds x 1 of 8 envs x CartPole obs
