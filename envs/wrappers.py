@@ -2,7 +2,7 @@
 
 Order used by the agents (inner to outer)::
 
-    env -> ClipAction / RescaleAction -> NormalizeObservation -> EpisodeStatistics
+    env -> ClipAction / RescaleAction -> NormalizeObservation -> EpisodeStatistics -> NormalizeReward
 
 so that statistics see raw rewards and the policy sees normalised observations.
 All state a wrapper needs lives in its env state, so wrapped environments stay
@@ -178,6 +178,49 @@ class NormalizeObservation(Wrapper):
         stats = self._update(state.obs_stats, obs)
         info = {**info, "final_observation": self.normalize(stats, info["final_observation"])}
         return self.normalize(stats, obs), NormalizeObservationState(env_state, stats), reward, terminated, truncated, info
+
+
+@struct.dataclass
+class NormalizeRewardState:
+    env_state: Any
+    discounted_return: jax.Array  # running discounted return of the current episode
+    return_stats: RunningMeanStd
+
+
+class NormalizeReward(Wrapper):
+    """Scales rewards by the running standard deviation of the discounted return.
+
+    gym's ``NormalizeReward`` (and PureJaxRL's ``NormalizeVecReward``): keeps
+    value targets near unit scale, so a shared gradient-norm clip is not spent
+    on the critic. Moments pool over ``axis_name`` like ``NormalizeObservation``.
+    Put ``EpisodeStatistics`` inside this wrapper so reported returns stay raw.
+    """
+
+    def __init__(self, env, gamma: float, *, axis_name: str | None = None, epsilon: float = 1e-8):
+        super().__init__(env)
+        self.gamma = gamma
+        self.axis_name = axis_name
+        self.epsilon = epsilon
+
+    def reset(self, key, params=None):
+        obs, env_state = super().reset(key, params)
+        zero = jnp.zeros(self.reward_shape, jnp.float32)
+        stats = RunningMeanStd(zero, jnp.ones_like(zero), jnp.asarray(1e-4, jnp.float32))
+        return obs, NormalizeRewardState(env_state, zero, stats)
+
+    def step(self, key, state, action, params=None):
+        obs, env_state, reward, terminated, truncated, info = super().step(key, state.env_state, action, params)
+        discounted_return = state.discounted_return * self.gamma + reward
+        if self.axis_name is None:
+            moments = (discounted_return, jnp.zeros_like(discounted_return), jnp.ones((), jnp.float32))
+        else:
+            mean = jax.lax.pmean(discounted_return, self.axis_name)
+            var = jax.lax.pmean((discounted_return - mean) ** 2, self.axis_name)
+            moments = (mean, var, jax.lax.psum(jnp.ones((), jnp.float32), self.axis_name))
+        stats = state.return_stats.update(*moments)
+        done = jnp.logical_or(terminated, truncated)
+        new_state = NormalizeRewardState(env_state, discounted_return * (1 - done), stats)
+        return obs, new_state, reward / jnp.sqrt(stats.var + self.epsilon), terminated, truncated, info
 
 
 def find_state(state: Any, state_type: type) -> Any:

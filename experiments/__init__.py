@@ -9,6 +9,7 @@ import importlib
 # name -> module; one module per reproduction.
 EXPERIMENTS = {
     "ppo": "experiments.ppo",
+    "sac": "experiments.sac",
     "make-dataset": "experiments.make_dataset",
 }
 

@@ -11,16 +11,16 @@ import jax
 import numpy as np
 
 import rljax  # noqa: F401
-from rljax.agents import ppo
+from rljax.agents import ppo, sac
 from rljax.core import loop as loop_lib
 
 
-def run(trainer, hparams, num_seeds, shard):
+def run(trainer, hparams, num_seeds, shard, keys=("loss", "episode_return", "value_loss")):
     result = loop_lib.run(
         trainer, jax.random.PRNGKey(0), hparams, num_seeds=num_seeds,
         loop=loop_lib.LoopConfig(chunk_updates=2, progress=False, shard=shard, checkpoint_every_chunks=0),
     )
-    metrics = {k: np.array([r[k] for r in result.records], dtype=float) for k in ("loss", "episode_return", "value_loss")}
+    metrics = {k: np.array([r[k] for r in result.records], dtype=float) for k in keys}
     return result, metrics
 
 
@@ -41,6 +41,17 @@ def main():
     report["ppo_pop_max_diff"] = max_diff(m_single, m_pop)
     report["ppo_envs_max_diff"] = max_diff(m_single, m_envs)
     report["ppo_eval_equal"] = bool(np.allclose(single.final_eval["return"], pop.final_eval["return"]))
+
+    sac_config = sac.SACConfig(num_envs=8, total_timesteps=8 * 40, learning_starts=8 * 20, batch_size=32,
+                               hidden_sizes=(32, 32), eval_episodes=2)
+    sac_trainer = sac.make_train(sac_config)
+    sac_keys = ("q_loss", "actor_loss", "alpha", "episode_return")
+    _, s_single = run(sac_trainer, sac.SACHParams(), 8, None, sac_keys)
+    _, s_pop = run(sac_trainer, sac.SACHParams(), 8, "pop", sac_keys)
+    _, s_envs = run(sac_trainer, sac.SACHParams(), 8, "envs", sac_keys)
+    report["sac_pop_max_diff"] = max_diff(s_single, s_pop)
+    report["sac_envs_max_diff"] = max_diff(s_single, s_envs)
+    report["sac_q_loss_scale"] = float(np.abs(s_single["q_loss"]).max())
 
     population, _ = run(trainer, hparams, 16, "pop")
     leaf = jax.tree.leaves(population.state.params)[0]

@@ -73,3 +73,31 @@ def test_debug_mode_runs_without_jit(tmp_path):
            "--set", "hidden_sizes=(8,)", "--env", "probe/constant-reward", "--no-progress", "--debug", "--out", str(out)]
     subprocess.run(cmd, check=True, cwd=ROOT, timeout=600)
     assert (out / "result.json").exists()
+
+
+def test_sac_run_writes_outputs(tmp_path):
+    out = tmp_path / "sac"
+    cli(["sac", "--env", "probe/continuous-action", "--seeds", "2", "--total-steps", "64", "--no-progress",
+         "--set", "learning_starts=32", "--set", "batch_size=16", "--set", "hidden_sizes=(16,)",
+         "--set", "eval_episodes=2", "--eval-every", "0", "--out", str(out)])
+    result = json.loads((out / "result.json").read_text())
+    assert result["experiment"] == "sac" and result["env_steps_per_seed"] == 64 and result["finished"]
+    assert (out / "curve.png").exists()
+
+
+def test_throughput_benchmark_writes_json(tmp_path):
+    from experiments.benchmarks import throughput
+
+    report = throughput.main(["--quick", "--only", "4 envs", "--repeats", "1", "--out", str(tmp_path / "b.json")])
+    (case,) = report["results"]
+    assert case["raw_env"]["env_steps_per_second"] > 0 and case["ppo"]["env_steps_per_second"] > 0
+    assert case["ppo"]["compile_seconds"] > 0
+    assert json.loads((tmp_path / "b.json").read_text())["results"][0]["case"] == case["case"]
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_quick_runs_on_cpu(tmp_path):
+    from experiments.benchmarks import gpu
+
+    report = gpu.main(["--quick", "--repeats", "1", "--out", str(tmp_path / "g.json")])
+    assert len(report["results"]) == 5

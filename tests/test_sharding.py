@@ -33,6 +33,15 @@ def test_sharded_ppo_matches_single_device(report, mode):
     assert report["ppo_eval_equal"]
 
 
+@pytest.mark.parametrize("mode", ["pop", "envs"])
+def test_sharded_sac_matches_single_device(report, mode):
+    diffs = report[f"sac_{mode}_max_diff"]
+    assert report["sac_q_loss_scale"] > 0  # it did learn something to compare
+    assert diffs["episode_return"] < 1e-3, diffs
+    for key in ("q_loss", "actor_loss", "alpha"):
+        assert diffs[key] < 1e-3 * max(1.0, report["sac_q_loss_scale"]), diffs
+
+
 def test_population_of_16_splits_over_8_devices(report):
     assert report["population_leaf_shape"][0] == 16
     assert report["population_devices"] == 8

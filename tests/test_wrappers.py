@@ -87,3 +87,21 @@ def test_scalarize_reward():
     np.testing.assert_allclose(info["vector_reward"], [obs[0], 1.0])
     with pytest.raises(ValueError, match=r"weights have shape \(3,\)"):
         wrappers.ScalarizeReward(env, [1.0, 1.0, 1.0])
+
+
+def test_normalize_reward_divides_by_the_std_of_the_discounted_return():
+    env, params = envs.make("probe/truncation")  # reward 1 every step, episodes of 5
+    gamma = 0.5
+    wrapped = wrappers.NormalizeReward(wrappers.EpisodeStatistics(env), gamma, axis_name=rollout.ENV_AXIS)
+    carry = rollout.reset(wrapped, params, jax.random.PRNGKey(0), 4)
+    policy = lambda obs, k: (jnp.zeros(obs.shape[0], jnp.int32), {})  # noqa: E731
+    _, traj = rollout.rollout(wrapped, params, policy, carry, jax.random.PRNGKey(1), 5)
+    # All envs see the same returns 1, 1.5, 1.75, ...: pooled batch variance 0, so the merged
+    # variance after t steps is the (prior 1e-4 weighted) variance of the returns so far.
+    returns = np.array([1.0, 1.5, 1.75, 1.875, 1.9375])
+    stats = wrappers.RunningMeanStd(jnp.zeros(()), jnp.ones(()), jnp.asarray(1e-4))
+    for t, g in enumerate(returns):
+        stats = stats.update(jnp.asarray(g), jnp.zeros(()), jnp.asarray(4.0))
+        np.testing.assert_allclose(traj.reward[t], 1.0 / np.sqrt(float(stats.var) + 1e-8), rtol=1e-5)
+    # EpisodeStatistics inside the wrapper reports the raw return of the finished episode
+    np.testing.assert_allclose(traj.info["returned_episode_return"][4], 5.0)

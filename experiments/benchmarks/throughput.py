@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from rljax.agents import ppo
 from rljax.core import rollout as rollout_lib
+from rljax.core.config import broadcast_hparams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +68,9 @@ def timed(fn, *args, repeats: int):
     return compile_s, best
 
 
-def raw_env_throughput(config: ppo.PPOConfig, num_steps: int, repeats: int) -> dict:
-    env, env_params = ppo.make_env(config)
+def raw_env_throughput(config, num_steps: int, repeats: int, make_env=ppo.make_env) -> dict:
+    """Random actions in the env the agent trains on (``make_env(config)``): the ceiling."""
+    env, env_params = make_env(config)
     space = env.action_space(env_params)
 
     def run(key):
@@ -83,17 +85,19 @@ def raw_env_throughput(config: ppo.PPOConfig, num_steps: int, repeats: int) -> d
     return {"env_steps": total, "compile_seconds": compile_s, "run_seconds": run_s, "env_steps_per_second": total / run_s}
 
 
-def ppo_throughput(config: ppo.PPOConfig, hparams: ppo.PPOHParams, repeats: int) -> dict:
-    trainer = ppo.make_train(config)
+def training_throughput(trainer, hparams, repeats: int, num_seeds: int = 1) -> dict:
+    """Env steps per second of whole training runs (``num_seeds`` vmapped), compile apart."""
+    hparams = broadcast_hparams(hparams, num_seeds)
 
     def run(key):
-        state, metrics = trainer(key, hparams)
+        state, metrics = jax.vmap(trainer)(jax.random.split(key, num_seeds), hparams)
         # Return what depends on every update, so XLA cannot drop the last one.
-        return metrics["episode_return"][-1] + sum(x.sum() for x in jax.tree.leaves(state.params))
+        return metrics["episode_return"][:, -1].mean() + sum(x.sum() for x in jax.tree.leaves(state))
 
     compile_s, run_s = timed(run, jax.random.PRNGKey(0), repeats=repeats)
-    total = trainer.total_env_steps
-    return {"env_steps": total, "compile_seconds": compile_s, "run_seconds": run_s, "env_steps_per_second": total / run_s}
+    total = trainer.total_env_steps * num_seeds
+    result = {"env_steps": total, "compile_seconds": compile_s, "run_seconds": run_s, "env_steps_per_second": total / run_s}
+    return result | {"seeds": num_seeds}
 
 
 def main(argv=None) -> dict:
@@ -111,7 +115,7 @@ def main(argv=None) -> dict:
         print(f"{case.name}: raw env ...", flush=True)
         raw = raw_env_throughput(case.config, case.config.num_steps * 8, args.repeats)
         print(f"  raw env  {raw['env_steps_per_second']:>12,.0f} steps/s (compile {raw['compile_seconds']:.1f} s)", flush=True)
-        trained = ppo_throughput(case.config, case.hparams, args.repeats)
+        trained = training_throughput(ppo.make_train(case.config), case.hparams, args.repeats)
         print(f"  PPO      {trained['env_steps_per_second']:>12,.0f} steps/s (compile {trained['compile_seconds']:.1f} s)", flush=True)
         results.append({
             "case": case.name, "env": case.config.env, "num_envs": case.config.num_envs,

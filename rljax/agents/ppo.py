@@ -45,6 +45,8 @@ class PPOConfig:
     activation: str = "tanh"
     anneal_lr: bool = True  # linear decay to 0 over the run
     normalize_obs: bool = False
+    normalize_reward: bool = False  # scale rewards by the running std of the discounted return
+    reward_normalization_gamma: float = 0.99
     normalize_advantages: bool = True
     eval_episodes: int = 16
     deterministic_eval: bool = True  # evaluate the mode of the policy
@@ -92,7 +94,7 @@ PRESETS: dict[str, tuple[PPOConfig, PPOHParams]] = {
         PPOConfig(
             env="brax/inverted_pendulum", num_envs=32, num_steps=64, total_timesteps=500_000,
             update_epochs=4, num_minibatches=8, hidden_sizes=(256, 256), anneal_lr=False,
-            normalize_obs=True, eval_episodes=8,
+            normalize_obs=True, normalize_reward=True, eval_episodes=8,
         ),
         PPOHParams(learning_rate=3e-4, ent_coef=0.0),
     ),
@@ -133,6 +135,8 @@ def make_env(config: PPOConfig, *, training: bool = True):
         if config.normalize_obs:
             env = wrappers.NormalizeObservation(env, axis_name=rollout_lib.ENV_AXIS)
         env = wrappers.EpisodeStatistics(env)
+        if config.normalize_reward:
+            env = wrappers.NormalizeReward(env, config.reward_normalization_gamma, axis_name=rollout_lib.ENV_AXIS)
     return env, env_params
 
 
