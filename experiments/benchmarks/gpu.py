@@ -16,12 +16,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 
-import jax
-
-from experiments.benchmarks.throughput import raw_env_throughput, training_throughput
+from experiments.benchmarks.throughput import raw_env_throughput, training_throughput, write_report
 from rljax.agents import ppo, sac
 
 
@@ -57,13 +53,7 @@ def main(argv=None) -> dict:
     results["sac brax/halfcheetah"] = training_throughput(sac.make_train(sac_config), sac_hp, args.repeats)
     print("sac", json.dumps(results["sac brax/halfcheetah"]), flush=True)
 
-    report = {"benchmark": "gpu", "quick": args.quick, "devices": [str(d) for d in jax.devices()],
-              "jax": jax.__version__, "platform": platform.platform(), "results": results}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"wrote {args.out}")
-    return report
+    return write_report("gpu", args.quick, results, args.out)
 
 
 if __name__ == "__main__":

@@ -123,16 +123,21 @@ def main(argv=None) -> dict:
             "ppo_over_raw": trained["env_steps_per_second"] / raw["env_steps_per_second"],
         })
 
+    return write_report("throughput", args.quick, results, args.out)
+
+
+def write_report(name: str, quick: bool, results, out: str) -> dict:
+    """The benchmark's JSON, with the machine it ran on."""
     report = {
-        "benchmark": "throughput", "quick": args.quick,
+        "benchmark": name, "quick": quick,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
                     "devices": [str(d) for d in jax.devices()], "jax": jax.__version__},
         "results": results,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
         json.dump(report, f, indent=2)
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return report
 
 

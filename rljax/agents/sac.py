@@ -87,7 +87,8 @@ class SACHParams:
 PRESETS: dict[str, tuple[SACConfig, SACHParams]] = {
     "gymnax/Pendulum-v1": (SACConfig(), SACHParams()),
     "brax/inverted_pendulum": (
-        SACConfig(env="brax/inverted_pendulum", num_envs=4, steps_per_update=1, gradient_steps=1,
+        # One gradient step per env step, as in the paper, with 4 envs collecting.
+        SACConfig(env="brax/inverted_pendulum", num_envs=4, steps_per_update=1, gradient_steps=4,
                   total_timesteps=100_000, learning_starts=4_000, eval_episodes=4),
         SACHParams(),
     ),
