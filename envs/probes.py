@@ -41,7 +41,11 @@ class ProbeParams:
 
 
 class Probe(Environment):
-    """One-dimensional observations, two discrete actions; subclasses define the rules."""
+    """One-dimensional observations, two discrete actions.
+
+    Subclasses define ``reward(state, action)`` and ``analytic_value(obs, gamma)``
+    (the optimal value of observations ``[..., 1]``).
+    """
 
     episode_steps: int = 1  # natural episode length (terminated after it)
 
@@ -61,12 +65,6 @@ class Probe(Environment):
 
     def next_obs(self, state: ProbeState) -> jax.Array:
         return state.obs
-
-    def reward(self, state: ProbeState, action) -> jax.Array:
-        raise NotImplementedError
-
-    def analytic_value(self, obs, gamma: float) -> jax.Array:
-        raise NotImplementedError
 
     def reset_env(self, key, params):
         obs = self.initial_obs(key)
