@@ -1,7 +1,6 @@
 """Determinism, checkpoint/resume and the host loop's guards."""
 
 import json
-import os
 
 import jax
 import numpy as np

@@ -1,6 +1,5 @@
 """SAC: losses against hand-computed values, the continuous probe, replay buffer sampling."""
 
-import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -18,7 +18,6 @@ import platform
 import time
 
 import jax
-import jax.numpy as jnp
 
 from rljax.agents import ppo
 from rljax.core import rollout as rollout_lib

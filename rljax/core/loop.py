@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -123,7 +122,9 @@ def run(
         if resume:
             state, meta = checkpointer.restore(state)
             start_update = int(meta["update"])
-    writer = MetricsWriter(run_dir, tensorboard=loop.tensorboard, resume_update=start_update if resume else None)
+    # Every process checkpoints (orbax coordinates hosts); only process 0 writes logs.
+    log_dir = run_dir if sharding_lib.is_logging_process() else None
+    writer = MetricsWriter(log_dir, tensorboard=loop.tensorboard, resume_update=start_update if resume else None)
     records = read_metrics(run_dir) if (resume and run_dir and os.path.exists(os.path.join(run_dir, "metrics.jsonl"))) else []
 
     evaluate = jax.jit(jax.vmap(trainer.evaluate))
