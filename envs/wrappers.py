@@ -126,6 +126,17 @@ class RunningMeanStd:
         m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
         return RunningMeanStd(mean=mean, var=m2 / total, count=total)
 
+    def update_from_batch(self, x, axis_name: str | None) -> "RunningMeanStd":
+        """Merge in ``x``: one sample, or, under vmap with ``axis_name``, the batch pooled over that axis."""
+        if axis_name is None:
+            return self.update(x, jnp.zeros_like(x), jnp.ones((), jnp.float32))
+        mean = jax.lax.pmean(x, axis_name)
+        var = jax.lax.pmean((x - mean) ** 2, axis_name)
+        return self.update(mean, var, jax.lax.psum(jnp.ones((), jnp.float32), axis_name))
+
+    def normalize(self, x, epsilon: float = 1e-8):
+        return (x - self.mean) / jnp.sqrt(self.var + epsilon)
+
 
 @struct.dataclass
 class NormalizeObservationState:
@@ -140,8 +151,8 @@ class NormalizeObservation(Wrapper):
     are pooled over the batch (``lax.pmean``), so every env holds the same
     statistics, like PureJaxRL's ``NormalizeVecObservation``. Without an axis
     name each env keeps its own. ``update_statistics=False`` freezes them.
-    Evaluation applies ``normalize`` with the training run's statistics
-    (``find_state(state, NormalizeObservationState).obs_stats``) to raw observations.
+    Evaluation applies the training run's statistics
+    (``find_state(state, NormalizeObservationState).obs_stats.normalize``) to raw observations.
     """
 
     def __init__(self, env, *, axis_name: str | None = None, update_statistics: bool = True, epsilon: float = 1e-8):
@@ -150,34 +161,23 @@ class NormalizeObservation(Wrapper):
         self.update_statistics = update_statistics
         self.epsilon = epsilon
 
-    def _batch_moments(self, obs):
-        if self.axis_name is None:
-            return obs, jnp.zeros_like(obs), jnp.ones((), jnp.float32)
-        mean = jax.lax.pmean(obs, self.axis_name)
-        var = jax.lax.pmean((obs - mean) ** 2, self.axis_name)
-        count = jax.lax.psum(jnp.ones((), jnp.float32), self.axis_name)
-        return mean, var, count
-
     def _update(self, stats: RunningMeanStd, obs) -> RunningMeanStd:
         if not self.update_statistics:
             return stats
-        return stats.update(*self._batch_moments(obs))
-
-    def normalize(self, stats: RunningMeanStd, obs):
-        return (obs - stats.mean) / jnp.sqrt(stats.var + self.epsilon)
+        return stats.update_from_batch(obs, self.axis_name)
 
     def reset(self, key, params=None):
         obs, env_state = super().reset(key, params)
         # count starts at epsilon so the first merge is well defined (as gym's RunningMeanStd).
         stats = RunningMeanStd(jnp.zeros_like(obs), jnp.ones_like(obs), jnp.asarray(1e-4, jnp.float32))
         stats = self._update(stats, obs)
-        return self.normalize(stats, obs), NormalizeObservationState(env_state, stats)
+        return stats.normalize(obs, self.epsilon), NormalizeObservationState(env_state, stats)
 
     def step(self, key, state, action, params=None):
         obs, env_state, reward, terminated, truncated, info = super().step(key, state.env_state, action, params)
         stats = self._update(state.obs_stats, obs)
-        info = {**info, "final_observation": self.normalize(stats, info["final_observation"])}
-        return self.normalize(stats, obs), NormalizeObservationState(env_state, stats), reward, terminated, truncated, info
+        info = {**info, "final_observation": stats.normalize(info["final_observation"], self.epsilon)}
+        return stats.normalize(obs, self.epsilon), NormalizeObservationState(env_state, stats), reward, terminated, truncated, info
 
 
 @struct.dataclass
@@ -211,13 +211,7 @@ class NormalizeReward(Wrapper):
     def step(self, key, state, action, params=None):
         obs, env_state, reward, terminated, truncated, info = super().step(key, state.env_state, action, params)
         discounted_return = state.discounted_return * self.gamma + reward
-        if self.axis_name is None:
-            moments = (discounted_return, jnp.zeros_like(discounted_return), jnp.ones((), jnp.float32))
-        else:
-            mean = jax.lax.pmean(discounted_return, self.axis_name)
-            var = jax.lax.pmean((discounted_return - mean) ** 2, self.axis_name)
-            moments = (mean, var, jax.lax.psum(jnp.ones((), jnp.float32), self.axis_name))
-        stats = state.return_stats.update(*moments)
+        stats = state.return_stats.update_from_batch(discounted_return, self.axis_name)
         done = jnp.logical_or(terminated, truncated)
         new_state = NormalizeRewardState(env_state, discounted_return * (1 - done), stats)
         return obs, new_state, reward / jnp.sqrt(stats.var + self.epsilon), terminated, truncated, info

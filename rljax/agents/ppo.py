@@ -156,7 +156,7 @@ def observation_normalizer(config: PPOConfig, state: PPOState):
         return lambda obs: obs
     stats = wrappers.find_state(state.env.env_state, wrappers.NormalizeObservationState).obs_stats
     stats = jax.tree.map(lambda x: x[0], stats)  # pooled over envs: every env holds the same
-    return lambda obs: (obs - stats.mean) / jnp.sqrt(stats.var + 1e-8)
+    return stats.normalize
 
 
 def make_train(config: PPOConfig) -> Trainer:
