@@ -1,0 +1,36 @@
+"""Synthetic text tasks at the token-id level, deterministic from a seed.
+
+    envs.text.enumerable    SequenceSpace (all V**L sequences), gold rewards, exact KL/entropy
+    envs.text.facts         fictitious-fact corpora for the Reversal Curse
+    envs.text.preferences   preference pairs labelled by a gold reward, with label noise
+
+These are data generators for the LM experiments, not step/reset environments,
+so they are not in the ``envs.make`` registry.
+"""
+
+from envs.text.enumerable import (
+    MAX_SEQUENCES,
+    SequenceSpace,
+    exact_entropy,
+    exact_expectation,
+    exact_kl,
+    gaussian_peak_reward,
+    position_weighted_reward,
+    random_linear_reward,
+    token_count_reward,
+)
+from envs.text.facts import BOTH, D2P, D2P_ONLY, P2D, P2D_ONLY, FactCorpus, FactExamples, make_fact_corpus
+from envs.text.preferences import (
+    PreferencePairs,
+    label_pairs,
+    preference_labels,
+    sample_preference_pairs,
+    subset_distribution,
+)
+
+__all__ = [
+    "BOTH", "D2P", "D2P_ONLY", "FactCorpus", "FactExamples", "MAX_SEQUENCES", "P2D", "P2D_ONLY", "PreferencePairs",
+    "SequenceSpace", "exact_entropy", "exact_expectation", "exact_kl", "gaussian_peak_reward", "label_pairs",
+    "make_fact_corpus", "position_weighted_reward", "preference_labels", "random_linear_reward",
+    "sample_preference_pairs", "subset_distribution", "token_count_reward",
+]

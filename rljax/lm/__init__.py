@@ -1,0 +1,1 @@
+"""Language models: a Flax decoder, heads, sampling, tokenizers, checkpoint import, preference data, trainers."""
