@@ -11,6 +11,7 @@ EXPERIMENTS = {
     "ppo": "experiments.ppo",
     "sac": "experiments.sac",
     "make-dataset": "experiments.make_dataset",
+    "reversal-curse": "experiments.reversal_curse",
 }
 
 

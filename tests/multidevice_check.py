@@ -28,6 +28,37 @@ def max_diff(a, b):
     return {k: float(np.max(np.abs(a[k] - b[k]))) for k in a}
 
 
+def lm_data_parallel():
+    """DPO with each micro-batch split over the 8 devices equals the single-device run."""
+    from rljax.lm.model import LMConfig, init_params
+    from rljax.lm.train import LMHParams, LMTrainConfig, make_train
+
+    rng = np.random.default_rng(0)
+    T, N = 12, 32
+    data = {}
+    for side in ("chosen", "rejected"):
+        data[f"{side}_input_ids"] = rng.integers(3, 40, (N, T))
+        data[f"{side}_attention_mask"] = np.ones((N, T), np.int32)
+        data[f"{side}_completion_mask"] = np.repeat((np.arange(T) >= 6)[None], N, 0).astype(np.int32)
+    model = LMConfig(40, 32, 2, 4, max_position_embeddings=T)
+    params = init_params(model, jax.random.PRNGKey(0))
+    out = {}
+    for parallel in (False, True):
+        config = LMTrainConfig(model=model, objective="dpo", batch_size=16, grad_accum_steps=2, num_epochs=2,
+                               data_parallel=parallel)
+        trainer = make_train(config, data, init_params=params)
+        state, metrics = jax.jit(trainer)(jax.random.PRNGKey(1), LMHParams(learning_rate=1e-2))
+        out[parallel] = (state, metrics)
+    (s1, m1), (s8, m8) = out[False], out[True]
+    return {
+        "dpo_data_parallel_max_param_diff": max(float(np.max(np.abs(a - b))) for a, b in
+                                                zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params))),
+        "dpo_data_parallel_max_loss_diff": float(np.max(np.abs(m1["loss"] - m8["loss"]))),
+        "dpo_param_change": max(float(np.max(np.abs(a - b))) for a, b in
+                                zip(jax.tree.leaves(s1.params), jax.tree.leaves(params))),
+    }
+
+
 def main():
     assert jax.device_count() == 8, jax.devices()
     report = {"devices": jax.device_count()}
@@ -58,6 +89,8 @@ def main():
     report["population_shards"] = sorted({tuple(s.data.shape) for s in leaf.addressable_shards})
     report["population_devices"] = len({s.device for s in leaf.addressable_shards})
     report["population_leaf_shape"] = list(leaf.shape)
+
+    report |= lm_data_parallel()
 
     env_leaf = jax.tree.leaves(envs.state.env.obs)[0]
     report["envs_shard_shapes"] = sorted({tuple(s.data.shape) for s in env_leaf.addressable_shards})

@@ -50,3 +50,9 @@ def test_population_of_16_splits_over_8_devices(report):
 
 def test_env_batch_splits_over_devices(report):
     assert report["envs_shard_shapes"] == [[8, 1, 4]]  # 8 seeds x 1 of 8 envs x CartPole obs
+
+
+def test_dpo_data_parallel_matches_single_device(report):
+    assert report["dpo_param_change"] > 1e-3  # it trained
+    assert report["dpo_data_parallel_max_param_diff"] < 1e-5
+    assert report["dpo_data_parallel_max_loss_diff"] < 1e-5

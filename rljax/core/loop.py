@@ -71,6 +71,17 @@ def _records(metrics: dict[str, np.ndarray], first_update: int, steps_per_update
     return out
 
 
+def _eval_record(ev: dict[str, np.ndarray]) -> dict[str, Any]:
+    """RL trainers return episode ``return`` [seeds, episodes]; others any scalars per seed."""
+    if "return" in ev:
+        return {"eval_return": float(np.mean(ev["return"])), "eval_return/per_seed": ev["return"].mean(axis=1).tolist()}
+    record = {}
+    for name, value in ev.items():
+        record[f"eval/{name}"] = float(np.mean(value))
+        record[f"eval/{name}/per_seed"] = np.asarray(value).reshape(len(value), -1).mean(axis=1).tolist()
+    return record
+
+
 def _sharded(chunk, shardings):
     """Keep the state's sharding across chunks (so the compiled chunk is reused)."""
     if shardings is None:
@@ -167,8 +178,7 @@ def run(
             is_last = update >= last_update
             if is_last or (loop.eval_every_chunks and chunk_index % loop.eval_every_chunks == 0):
                 ev = do_eval(update)
-                new_records[-1]["eval_return"] = float(np.mean(ev["return"]))
-                new_records[-1]["eval_return/per_seed"] = ev["return"].mean(axis=1).tolist()
+                new_records[-1].update(_eval_record(ev))
                 if is_last:
                     final_eval = ev
             for record in new_records:
@@ -180,6 +190,8 @@ def run(
             bar.update(n * steps_per_update * num_seeds)
             last = new_records[-1]
             postfix = {"return": f"{np.mean(last['episode_return']):.1f}"} if "episode_return" in last else {}
+            if "loss" in last:
+                postfix["loss"] = f"{np.mean(last['loss']):.4g}"
             if "eval_return" in last:
                 postfix["eval"] = f"{last['eval_return']:.1f}"
             bar.set_postfix(postfix, refresh=False)

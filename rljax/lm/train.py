@@ -1,0 +1,317 @@
+"""LM trainers: supervised fine-tuning, Bradley-Terry reward models, offline DPO family.
+
+One ``make_train(config, data, ...) -> Trainer`` serves the three objectives, so
+they share the host loop (progress, ``metrics.jsonl``, orbax checkpoints,
+evaluation) and the RL trainers' shape: ``jax.vmap(trainer)(keys, hparams)``
+trains several seeds or a sweep (e.g. RPO's ``eta``) in one compiled call.
+
+    data = tokenize_preferences(...)                         # rljax.lm.data
+    trainer = make_train(LMTrainConfig(model=cfg, objective="dpo",
+                                       loss_types=("sigmoid", "sft")), data,
+                         init_params=sft_params)
+    state, metrics = jax.jit(trainer)(key, LMHParams(beta=0.1, loss_weights=(1.0, 0.005)))
+
+The dataset lives on the device inside the state (as in PureJaxRL's on-device
+rollouts); each update draws the next ``batch_size`` examples of a per-epoch
+permutation, splits them into ``grad_accum_steps`` micro-batches and sums their
+gradients in a ``lax.scan``. The micro-batch axis can be split over a mesh axis
+``data`` (data parallelism: the parameters are replicated and XLA inserts the
+gradient all-reduce).
+
+Metrics use TRL's names: ``loss``, ``rewards/chosen``, ``rewards/rejected``,
+``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``, ``logps/rejected``,
+``grad_norm``, ``learning_rate``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from rljax.core.config import require, require_positive
+from rljax.core.trainer import Trainer
+from rljax.lm import model as model_lib
+from rljax.lm.model import LanguageModel, LMConfig
+from rljax.losses import preference
+
+OBJECTIVES = ("sft", "reward", "dpo")
+REFERENCES = ("params", "precomputed")
+SEQUENCE_FIELDS = {
+    "sft": ("input_ids", "attention_mask", "completion_mask"),
+    "reward": tuple(f"{side}_{f}" for side in ("chosen", "rejected") for f in ("input_ids", "attention_mask", "completion_mask")),
+}
+SEQUENCE_FIELDS["dpo"] = SEQUENCE_FIELDS["reward"]
+DATA_AXIS = "data"
+
+
+@dataclasses.dataclass(frozen=True)
+class LMTrainConfig:
+    """Static settings. ``batch_size`` counts sequences (sft) or pairs (reward, dpo) per optimiser step."""
+
+    model: LMConfig
+    objective: str = "dpo"
+    loss_types: tuple[str, ...] = ("sigmoid",)  # dpo only: TRL's loss_type list
+    sft_normalization: str = "sum"  # the "sft" term of a DPO loss list; see rljax.losses.preference
+    reference: str = "params"  # dpo: a frozen params copy, or log-probs computed once at init
+    batch_size: int = 16
+    grad_accum_steps: int = 1
+    num_epochs: int = 1
+    max_grad_norm: float = 1.0  # 0: no clipping
+    weight_decay: float = 0.0
+    warmup_steps: int = 0  # linear warm-up of the learning rate
+    data_parallel: bool = False  # split each micro-batch over all devices (mesh axis "data")
+
+    def __post_init__(self):
+        require(self.objective in OBJECTIVES, f"LMTrainConfig.objective: expected one of {OBJECTIVES}, got {self.objective!r}")
+        require(self.reference in REFERENCES, f"LMTrainConfig.reference: expected one of {REFERENCES}, got {self.reference!r}")
+        require_positive(self, "batch_size", "grad_accum_steps", "num_epochs")
+        require(
+            self.batch_size % self.grad_accum_steps == 0,
+            f"LMTrainConfig: batch_size = {self.batch_size} does not divide into grad_accum_steps = {self.grad_accum_steps}",
+        )
+        object.__setattr__(self, "loss_types", tuple(self.loss_types))
+        if self.objective == "reward":
+            require("reward" in self.model.heads, f"LMTrainConfig.model.heads: objective 'reward' needs a 'reward' head, got {self.model.heads}")
+        else:
+            require("lm" in self.model.heads, f"LMTrainConfig.model.heads: objective {self.objective!r} needs an 'lm' head, got {self.model.heads}")
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.batch_size // self.grad_accum_steps
+
+
+@struct.dataclass
+class LMHParams:
+    """Dynamic hyperparameters (vmappable). ``loss_weights``: one per ``loss_types`` entry (default 1 each)."""
+
+    learning_rate: float = 1e-4
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+    loss_weights: Any = None
+
+
+@struct.dataclass
+class LMTrainState:
+    params: Any
+    opt_state: Any
+    ref_params: Any  # None unless objective == "dpo" and reference == "params"
+    data: dict[str, jax.Array]  # the training set (plus precomputed reference log-probs)
+    key: jax.Array
+    step: jax.Array
+    hparams: LMHParams
+
+
+def num_examples(data: Mapping[str, Any]) -> int:
+    return len(next(iter(data.values())))
+
+
+def _as_arrays(data, fields: tuple[str, ...], name: str) -> dict[str, np.ndarray]:
+    if dataclasses.is_dataclass(data):
+        data = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    missing = [f for f in fields if f not in data]
+    require(not missing, f"{name}: missing field(s) {missing}; expected {list(fields)}")
+    arrays = {f: np.asarray(data[f]) for f in fields}
+    shapes = {f: a.shape for f, a in arrays.items()}
+    first = arrays[fields[0]].shape
+    require(
+        all(a.ndim == 2 and a.shape == first for a in arrays.values()),
+        f"{name}: every field must be [num_examples, seq_len] with one shape; got {shapes}",
+    )
+    return {f: a.astype(np.int32) for f, a in arrays.items()}
+
+
+def sequence_logps(params, config: LMConfig, input_ids, attention_mask, completion_mask):
+    """Summed completion log-prob and completion length of each row: ([B], [B])."""
+    logits = LanguageModel(config).apply({"params": params}, input_ids, attention_mask).logits
+    per_token = preference.token_logps(logits, input_ids)
+    return preference.sequence_logps(per_token, completion_mask), preference.completion_lengths(completion_mask)
+
+
+def _pair_logps(params, config: LMConfig, batch):
+    """Chosen and rejected rows in one forward pass of 2B rows (TRL's concatenated forward)."""
+    cat = lambda f: jnp.concatenate([batch[f"chosen_{f}"], batch[f"rejected_{f}"]])  # noqa: E731
+    logps, lengths = sequence_logps(params, config, cat("input_ids"), cat("attention_mask"), cat("completion_mask"))
+    B = batch["chosen_input_ids"].shape[0]
+    return logps[:B], logps[B:], lengths[:B], lengths[B:]
+
+
+def make_loss(config: LMTrainConfig) -> Callable:
+    """``loss(params, ref_params, batch, hp, norm) -> (scalar, aux)`` for one micro-batch.
+
+    ``norm`` is the whole minibatch's denominator (examples, or completion tokens for
+    SFT), so summing micro-batch gradients gives exactly the minibatch gradient.
+    """
+    model = config.model
+
+    def sft_loss(params, ref_params, batch, hp, norm):
+        logps, lengths = sequence_logps(params, model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        # Token-mean NLL over the minibatch's completion tokens (TRL's SFTTrainer).
+        loss = -logps.sum() / norm
+        return loss, {"loss": loss, "nll_per_token": loss}
+
+    def reward_loss(params, ref_params, batch, hp, norm):
+        cat = lambda f: jnp.concatenate([batch[f"chosen_{f}"], batch[f"rejected_{f}"]])  # noqa: E731
+        rewards = LanguageModel(model).apply({"params": params}, cat("input_ids"), cat("attention_mask")).rewards
+        B = batch["chosen_input_ids"].shape[0]
+        loss, aux = preference.bradley_terry_loss(rewards[:B], rewards[B:])
+        scale = B / norm  # micro-batch mean -> share of the minibatch mean
+        return loss * scale, {k: v * scale for k, v in aux.items()} | {"loss": loss * scale}
+
+    def dpo_loss(params, ref_params, batch, hp, norm):
+        chosen, rejected, chosen_len, _ = _pair_logps(params, model, batch)
+        if config.reference == "precomputed":
+            ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+        else:
+            ref_chosen, ref_rejected, _, _ = _pair_logps(ref_params, model, batch)
+        loss, aux = preference.dpo_loss(
+            chosen, rejected, ref_chosen, ref_rejected, chosen_len,
+            preference.PreferenceHParams(beta=hp.beta, label_smoothing=hp.label_smoothing),
+            loss_types=config.loss_types, loss_weights=hp.loss_weights,
+            sft_normalization=config.sft_normalization,
+        )  # fmt: skip
+        scale = chosen.shape[0] / norm
+        return loss * scale, {k: v * scale for k, v in aux.items()} | {"loss": loss * scale}
+
+    return {"sft": sft_loss, "reward": reward_loss, "dpo": dpo_loss}[config.objective]
+
+
+def _lr_at(config: LMTrainConfig, hp: LMHParams, step):
+    if config.warmup_steps <= 0:
+        return jnp.asarray(hp.learning_rate, jnp.float32)
+    return hp.learning_rate * jnp.minimum(1.0, (step + 1) / config.warmup_steps)
+
+
+def make_optimizer(config: LMTrainConfig, learning_rate) -> optax.GradientTransformation:
+    # inject_hyperparams keeps the learning rate in the optimiser state, so it is a
+    # traced value (vmappable per seed) and the warm-up can set it every step.
+    adamw = optax.inject_hyperparams(optax.adamw)(learning_rate=learning_rate, weight_decay=config.weight_decay)
+    if config.max_grad_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adamw)
+    return adamw
+
+
+def _set_lr(opt_state, lr):
+    inner = opt_state[-1] if isinstance(opt_state, tuple) else opt_state
+    inner.hyperparams["learning_rate"] = lr
+    return opt_state
+
+
+def make_train(
+    config: LMTrainConfig,
+    data: Mapping[str, Any],
+    *,
+    init_params: Any = None,
+    eval_fn: Callable[[Any], dict[str, jax.Array]] | None = None,
+) -> Trainer:
+    """Build the trainer. ``data``: a dict (or dataclass) of [N, T] int arrays with the
+    fields of ``SEQUENCE_FIELDS[config.objective]``. ``init_params``: start (and the
+    DPO reference) from these params instead of a random init. ``eval_fn(params)``:
+    extra scalar metrics for ``evaluate`` (e.g. an exact expected gold reward)."""
+    arrays = _as_arrays(data, SEQUENCE_FIELDS[config.objective], "data")
+    N = num_examples(arrays)
+    require(
+        N >= config.batch_size,
+        f"data: {N} examples is fewer than one batch (LMTrainConfig.batch_size = {config.batch_size})",
+    )
+    T = arrays[SEQUENCE_FIELDS[config.objective][0]].shape[1]
+    require(
+        T <= config.model.max_position_embeddings,
+        f"data: sequence length {T} exceeds the model's max_position_embeddings = {config.model.max_position_embeddings}",
+    )
+    largest = max(int(arrays[f].max()) for f in arrays if f.endswith("input_ids"))
+    require(
+        0 <= min(int(arrays[f].min()) for f in arrays if f.endswith("input_ids")) and largest < config.model.vocab_size,
+        f"data: token ids must lie in [0, vocab_size = {config.model.vocab_size}); the largest is {largest}",
+    )
+    steps_per_epoch = N // config.batch_size
+    num_updates = steps_per_epoch * config.num_epochs
+    loss_fn = make_loss(config)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    use_ref_params = config.objective == "dpo" and config.reference == "params"
+    micro_sharding = None
+    if config.data_parallel:
+        mesh = jax.sharding.Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+        require(
+            config.micro_batch_size % mesh.devices.size == 0,
+            f"LMTrainConfig: micro-batch of {config.micro_batch_size} does not split over {mesh.devices.size} devices",
+        )
+        micro_sharding = NamedSharding(mesh, P(DATA_AXIS))
+
+    def default_weights(hp: LMHParams) -> LMHParams:
+        if hp.loss_weights is None:
+            return hp.replace(loss_weights=jnp.ones(len(config.loss_types), jnp.float32))
+        return hp.replace(loss_weights=jnp.asarray(hp.loss_weights, jnp.float32))
+
+    def precompute_reference(params, device_data):
+        """Reference log-probs of every pair, computed once (TRL's precompute_ref_log_probs)."""
+        size = config.micro_batch_size
+        padded = -(-N // size) * size  # pad by repeating the first rows, then drop them again
+        rows = jnp.arange(padded) % N
+        chunks = jax.tree.map(lambda x: x[rows].reshape((padded // size, size) + x.shape[1:]), device_data)
+        chosen, rejected, _, _ = jax.lax.map(lambda b: _pair_logps(params, config.model, b), chunks)
+        return {"ref_chosen_logps": chosen.reshape(-1)[:N], "ref_rejected_logps": rejected.reshape(-1)[:N]}
+
+    def init(key, hp: LMHParams) -> LMTrainState:
+        hp = default_weights(hp)
+        init_key, key = jax.random.split(key)
+        params = init_params if init_params is not None else model_lib.init_params(config.model, init_key)
+        params = jax.tree.map(jnp.asarray, params)
+        device_data = {k: jnp.asarray(v) for k, v in arrays.items()}
+        if config.objective == "dpo" and config.reference == "precomputed":
+            device_data |= jax.lax.stop_gradient(precompute_reference(params, device_data))
+        opt_state = make_optimizer(config, _lr_at(config, hp, 0)).init(params)
+        return LMTrainState(
+            params=params, opt_state=opt_state, ref_params=params if use_ref_params else None,
+            data=device_data, key=key, step=jnp.zeros((), jnp.int32), hparams=hp,
+        )  # fmt: skip
+
+    def minibatch(state: LMTrainState):
+        """The next ``batch_size`` rows of this epoch's permutation, as [accum, micro, ...]."""
+        epoch, within = state.step // steps_per_epoch, state.step % steps_per_epoch
+        order = jax.random.permutation(jax.random.fold_in(state.key, epoch), N)
+        rows = jax.lax.dynamic_slice_in_dim(order, within * config.batch_size, config.batch_size)
+        batch = jax.tree.map(lambda x: x[rows], state.data)
+        return jax.tree.map(lambda x: x.reshape((config.grad_accum_steps, config.micro_batch_size) + x.shape[1:]), batch)
+
+    def normaliser(batch) -> jax.Array:
+        if config.objective == "sft":  # completion tokens that are predicted: mask[:, 1:]
+            return jnp.maximum(batch["completion_mask"][..., 1:].sum(), 1).astype(jnp.float32)
+        return jnp.asarray(config.batch_size, jnp.float32)
+
+    def update(state: LMTrainState):
+        hp = state.hparams
+        batch = minibatch(state)
+        norm = normaliser(batch)
+
+        def micro_step(grads, micro):
+            if micro_sharding is not None:
+                micro = jax.lax.with_sharding_constraint(micro, jax.tree.map(lambda _: micro_sharding, micro))
+            (_, aux), g = grad_fn(state.params, state.ref_params, micro, hp, norm)
+            return jax.tree.map(jnp.add, grads, g), aux
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        grads, aux = jax.lax.scan(micro_step, zeros, batch)
+        metrics = jax.tree.map(lambda x: x.sum(axis=0), aux)  # each micro's share already scaled
+        lr = _lr_at(config, hp, state.step)
+        tx = make_optimizer(config, lr)
+        opt_state = _set_lr(state.opt_state, lr)
+        updates, opt_state = tx.update(grads, opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics |= {"grad_norm": optax.global_norm(grads), "learning_rate": lr}
+        return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+
+    def evaluate(state: LMTrainState, key) -> dict[str, jax.Array]:
+        return {} if eval_fn is None else eval_fn(state.params)
+
+    return Trainer(
+        config=config, init=init, update=update, evaluate=evaluate,
+        num_updates=num_updates, env_steps_per_update=config.batch_size,
+    )  # fmt: skip

@@ -1,0 +1,127 @@
+"""LM trainers: exact equivalences (accumulation, reference modes, vmapped sweeps), learning, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rljax.core import loop as loop_lib
+from rljax.core.config import ConfigError
+from rljax.lm.data import tokenize_preferences
+from rljax.lm.model import LanguageModel, LMConfig, init_params
+from rljax.lm.train import LMHParams, LMTrainConfig, make_train
+
+VOCAB, MARK = 24, 23  # the reward task: chosen completions contain MARK, rejected ones never do
+MODEL = LMConfig(VOCAB, 32, 2, 4, num_kv_heads=2, max_position_embeddings=16)
+
+
+def pairs(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    prompts = [list(rng.integers(3, MARK, rng.integers(2, 5))) for _ in range(n)]
+    chosen = [list(rng.integers(3, MARK, 3)) + [MARK] for _ in range(n)]
+    rejected = [list(rng.integers(3, MARK, rng.integers(2, 5))) for _ in range(n)]
+    return tokenize_preferences(prompts, chosen, rejected, None, max_length=10, pad_id=0, eos_id=1)
+
+
+DATA = pairs()
+P0 = init_params(MODEL, jax.random.key(0))
+
+
+def train(config, hp, data=DATA, key=1):
+    return jax.jit(make_train(config, data, init_params=P0))(jax.random.key(key), hp)
+
+
+def tree_max_diff(a, b):
+    return max(float(jnp.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize("objective", ["dpo", "sft"])
+def test_gradient_accumulation_equals_one_big_batch(objective):
+    data = DATA if objective == "dpo" else DATA.side("chosen")
+    base = LMTrainConfig(model=MODEL, objective=objective, loss_types=("sigmoid", "sft"), batch_size=8, num_epochs=1)
+    hp = LMHParams(learning_rate=1e-2, loss_weights=(1.0, 0.1) if objective == "dpo" else None)
+    s1, m1 = train(base, hp, data)
+    s4, m4 = train(LMTrainConfig(**{**base.__dict__, "grad_accum_steps": 4}), hp, data)
+    assert tree_max_diff(s1.params, s4.params) < 2e-5
+    np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5, atol=1e-6)
+    assert tree_max_diff(s1.params, P0) > 1e-3  # it did train
+
+
+def test_precomputed_reference_equals_params_copy():
+    hp = LMHParams(learning_rate=1e-2, beta=0.5)
+    cfg = LMTrainConfig(model=MODEL, objective="dpo", batch_size=8, num_epochs=2)
+    s_params, m_params = train(cfg, hp)
+    s_pre, m_pre = train(LMTrainConfig(**{**cfg.__dict__, "reference": "precomputed"}), hp)
+    assert s_pre.ref_params is None and s_params.ref_params is not None
+    assert tree_max_diff(s_params.params, s_pre.params) < 1e-5
+    np.testing.assert_allclose(m_params["rewards/margins"], m_pre["rewards/margins"], atol=1e-5)
+    # at the first step policy == reference, so every implicit reward is exactly 0 and the loss is log 2
+    assert m_params["rewards/chosen"][0] == 0.0 and abs(m_params["loss"][0] - np.log(2)) < 1e-6
+
+
+def test_vmapped_rpo_sweep_equals_separate_runs():
+    cfg = LMTrainConfig(model=MODEL, objective="dpo", loss_types=("sigmoid", "sft"), batch_size=8, num_epochs=1)
+    trainer = make_train(cfg, DATA, init_params=P0)
+    weights = jnp.array([[1.0, 0.0], [1.0, 0.5]])
+    hps = LMHParams(learning_rate=jnp.full(2, 1e-2), beta=jnp.full(2, 0.1), label_smoothing=jnp.zeros(2), loss_weights=weights)
+    keys = jnp.stack([jax.random.key(1)] * 2)
+    states, metrics = jax.jit(jax.vmap(trainer))(keys, hps)
+    for i in range(2):
+        s, m = train(cfg, LMHParams(learning_rate=1e-2, loss_weights=tuple(np.asarray(weights[i]))))
+        assert tree_max_diff(jax.tree.map(lambda x: x[i], states.params), s.params) < 1e-5
+    # the SFT term pulls the chosen log-prob up: RPO's is higher after training
+    assert metrics["logps/chosen"][1, -1] > metrics["logps/chosen"][0, -1]
+
+
+def test_dpo_separates_chosen_from_rejected():
+    cfg = LMTrainConfig(model=MODEL, objective="dpo", batch_size=8, num_epochs=15)
+    _, m = train(cfg, LMHParams(learning_rate=3e-3, beta=0.1))
+    assert m["rewards/accuracies"][-4:].mean() == 1.0
+    assert m["rewards/margins"][-1] > 2.0 and m["loss"][-1] < 0.3 * np.log(2)
+
+
+def test_sft_memorises_completions():
+    cfg = LMTrainConfig(model=MODEL, objective="sft", batch_size=8, num_epochs=40)
+    _, m = train(cfg, LMHParams(learning_rate=3e-3), DATA.side("chosen"))
+    # completions are 3 random tokens, MARK and EOS: a fit NLL well below log(20) per token
+    assert m["loss"][0] > 2.5 and m["loss"][-4:].mean() < 0.6
+
+
+def test_reward_model_learns_the_marker():
+    rm = LMConfig(VOCAB, 32, 2, 4, max_position_embeddings=16, heads=("reward",))
+    cfg = LMTrainConfig(model=rm, objective="reward", batch_size=8, num_epochs=10)
+    state, m = jax.jit(make_train(cfg, DATA))(jax.random.key(0), LMHParams(learning_rate=3e-3))
+    assert m["loss"][0] > 0.6 and m["loss"][-1] < 0.1
+    held_out = pairs(64, seed=7)  # unseen prompts and completions: the rule, not the rows, was learnt
+    reward = lambda ids, mask: LanguageModel(rm).apply({"params": state.params}, ids, mask).rewards  # noqa: E731
+    chosen = reward(held_out.chosen_input_ids, held_out.chosen_attention_mask)
+    rejected = reward(held_out.rejected_input_ids, held_out.rejected_attention_mask)
+    assert float((chosen > rejected).mean()) > 0.95
+
+
+def test_host_loop_runs_lm_trainer_with_evaluation(tmp_path):
+    cfg = LMTrainConfig(model=MODEL, objective="dpo", batch_size=8, num_epochs=2)
+    eval_fn = lambda params: {"embed_norm": jnp.linalg.norm(params["transformer"]["embed"]["embedding"])}  # noqa: E731
+    trainer = make_train(cfg, DATA, init_params=P0, eval_fn=eval_fn)
+    result = loop_lib.run(trainer, jax.random.key(0), LMHParams(), num_seeds=2, run_dir=str(tmp_path),
+                          loop=loop_lib.LoopConfig(chunk_updates=4, progress=False, eval_every_chunks=1))
+    assert result.updates_done == 8 and len(result.records) == 8
+    assert "eval/embed_norm" in result.records[3] and len(result.records[3]["eval/embed_norm/per_seed"]) == 2
+    assert (tmp_path / "checkpoints").exists() and (tmp_path / "metrics.jsonl").exists()
+
+
+def test_bad_inputs_name_the_field():
+    with pytest.raises(ConfigError, match="token ids must lie in .0, vocab_size = 16"):
+        make_train(LMTrainConfig(model=LMConfig(16, 32, 1, 4), objective="dpo", batch_size=8), DATA)
+    with pytest.raises(ConfigError, match="batch_size = 8 does not divide into grad_accum_steps = 3"):
+        LMTrainConfig(model=MODEL, batch_size=8, grad_accum_steps=3)
+    with pytest.raises(ConfigError, match="fewer than one batch"):
+        make_train(LMTrainConfig(model=MODEL, batch_size=64), DATA)
+    with pytest.raises(ConfigError, match="missing field.*input_ids"):
+        make_train(LMTrainConfig(model=MODEL, objective="sft", batch_size=8), DATA)
+    with pytest.raises(ConfigError, match="needs a 'reward' head"):
+        LMTrainConfig(model=MODEL, objective="reward")
+    with pytest.raises(ConfigError, match="max_position_embeddings = 8"):
+        make_train(LMTrainConfig(model=LMConfig(VOCAB, 32, 1, 4, max_position_embeddings=8), batch_size=8), DATA)
+    with pytest.raises(ConfigError, match="objective: expected one of"):
+        LMTrainConfig(model=MODEL, objective="ppo")
