@@ -1,0 +1,107 @@
+"""The decoder LM: heads on known inputs, padding, remat/bf16 variants, config errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rljax.core.config import ConfigError
+from rljax.lm.model import LanguageModel, LMConfig, count_params, init_params, last_token_index
+
+HEADS = ("lm", "value", "reward")
+
+
+def model(**kw):
+    kw = {"heads": HEADS, "max_position_embeddings": 16, **kw}
+    return LMConfig(kw.pop("vocab_size", 37), kw.pop("hidden_size", 32), kw.pop("num_layers", 2), kw.pop("num_heads", 4), **kw)
+
+
+IDS = jax.random.randint(jax.random.key(1), (3, 9), 0, 37)
+MASK = jnp.array([[1] * 9, [1] * 6 + [0] * 3, [1] * 2 + [0] * 7])
+
+
+@pytest.mark.parametrize("style", ["llama", "gpt2"])
+def test_heads_read_the_right_positions(style):
+    config = model(style=style, num_reward_outputs=1)
+    params = init_params(config, jax.random.key(0))
+    out = LanguageModel(config).apply({"params": params}, IDS, MASK)
+    assert out.logits.shape == (3, 9, 37) and out.values.shape == (3, 9) and out.rewards.shape == (3,)
+    # value head: a linear map of each token's final hidden state
+    v = params["value_head"]
+    np.testing.assert_allclose(out.values, out.hidden @ v["kernel"][:, 0] + v["bias"][0], rtol=1e-5, atol=1e-6)
+    # reward head: the same kind of map, read at the last attended token (positions 8, 5, 1)
+    r = params["reward_head"]
+    last = out.hidden[jnp.arange(3), jnp.array([8, 5, 1])]
+    np.testing.assert_allclose(out.rewards, last @ r["kernel"][:, 0] + r["bias"][0], rtol=1e-5, atol=1e-6)
+    # untied llama: logits come from lm_head; tied gpt2: from the embedding
+    unembed = params["lm_head"]["kernel"] if style == "llama" else params["transformer"]["embed"]["embedding"].T
+    np.testing.assert_allclose(out.logits, out.hidden @ unembed, rtol=1e-4, atol=1e-5)
+
+
+def test_padding_content_never_changes_the_valid_outputs():
+    config = model()
+    params = init_params(config, jax.random.key(0))
+    junk = jnp.where(MASK == 1, IDS, (IDS + 11) % 37)
+    a = LanguageModel(config).apply({"params": params}, IDS, MASK)
+    b = LanguageModel(config).apply({"params": params}, junk, MASK)
+    valid = MASK[..., None] == 1
+    np.testing.assert_allclose(jnp.where(valid, a.logits, 0), jnp.where(valid, b.logits, 0), atol=1e-5)
+    np.testing.assert_allclose(a.rewards, b.rewards, atol=1e-5)
+
+
+def test_last_token_index_left_and_right_padding():
+    mask = jnp.array([[1, 1, 1, 0], [0, 1, 1, 1], [1, 0, 0, 0]])
+    assert last_token_index(mask).tolist() == [2, 3, 0]
+
+
+def test_multi_objective_reward_head():
+    config = model(num_reward_outputs=3, heads=("reward",))
+    params = init_params(config, jax.random.key(0))
+    out = LanguageModel(config).apply({"params": params}, IDS, MASK)
+    assert out.rewards.shape == (3, 3) and out.logits is None and out.values is None
+
+
+def test_remat_and_gqa_and_bf16_variants():
+    base = model(num_kv_heads=2)
+    params = init_params(base, jax.random.key(0))
+    ref = LanguageModel(base).apply({"params": params}, IDS, MASK).logits
+    remat = LanguageModel(model(num_kv_heads=2, remat=True)).apply({"params": params}, IDS, MASK).logits
+    np.testing.assert_allclose(ref, remat, atol=1e-6)
+    grads = jax.grad(lambda p: LanguageModel(model(num_kv_heads=2, remat=True)).apply({"params": p}, IDS, MASK).logits.sum())(params)
+    grads_ref = jax.grad(lambda p: LanguageModel(base).apply({"params": p}, IDS, MASK).logits.sum())(params)
+    assert max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref))) < 1e-4
+    bf16 = model(num_kv_heads=2, dtype="bfloat16", param_dtype="bfloat16")
+    p16 = init_params(bf16, jax.random.key(0))
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(p16))
+    out16 = LanguageModel(bf16).apply({"params": p16}, IDS, MASK).logits
+    assert out16.dtype == jnp.float32  # logits are upcast for the losses
+    np.testing.assert_allclose(out16, LanguageModel(base).apply({"params": jax.tree.map(lambda x: x.astype(jnp.float32), p16)}, IDS, MASK).logits, atol=0.05)
+
+
+def test_parameter_count_matches_the_formula():
+    config = LMConfig(50, 64, 3, 4, num_kv_heads=2, intermediate_size=96)  # lm head only
+    params = init_params(config, jax.random.key(0))
+    norms = (2 * 3 + 1) * 64  # RMSNorm scales: two per block and the final one
+    assert count_params(params) == config.num_params() + norms
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(style="mamba"), "style: expected one of"),
+        (dict(num_kv_heads=3), "num_kv_heads: expected a divisor of num_heads=4"),
+        (dict(heads=("lm", "critic")), "heads: expected a non-empty subset"),
+        (dict(dtype="float64"), "dtype: expected one of"),
+        (dict(hidden_size=30), "hidden_size: expected a multiple of num_heads=4"),
+    ],
+)
+def test_config_errors_name_the_field(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        model(**kwargs)
+
+
+def test_attention_mask_shape_is_checked():
+    config = model()
+    params = init_params(config, jax.random.key(0))
+    with pytest.raises(ConfigError, match=r"attention_mask: expected shape \(3, 9\)"):
+        LanguageModel(config).apply({"params": params}, IDS, MASK[:, :5])
