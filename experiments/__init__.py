@@ -12,6 +12,9 @@ EXPERIMENTS = {
     "sac": "experiments.sac",
     "make-dataset": "experiments.make_dataset",
     "reversal-curse": "experiments.reversal_curse",
+    "sft": "experiments.sft",
+    "reward-model": "experiments.reward_model",
+    "dpo": "experiments.dpo",
 }
 
 

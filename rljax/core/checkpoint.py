@@ -70,5 +70,16 @@ class Checkpointer:
             ) from e
         return restored["state"], restored["meta"]
 
+    def restore_raw(self, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """The saved state as nested dicts of numpy arrays (no target tree needed), e.g. to
+        take the params of an earlier run as the start of another (SFT -> DPO)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+        )
+        return restored["state"], restored["meta"]
+
     def close(self) -> None:
         self._manager.close()

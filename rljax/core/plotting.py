@@ -30,3 +30,19 @@ def plot_learning_curve(records, path: str, title: str, key: str = "episode_retu
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_metrics(records, keys, path: str, title: str) -> None:
+    """One panel per metric in ``keys`` (mean over seeds) against the update number."""
+    keys = [k for k in keys if any(k in r for r in records)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        rows = [r for r in records if key in r]
+        ax.plot([r["update"] for r in rows], [np.mean(r[key]) for r in rows], color="tab:blue")
+        ax.set_xlabel("update")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
