@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 export XLA_PYTHON_CLIENT_PREALLOCATE := false
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow bench bench-dpo clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m experiments.benchmarks.throughput --out runs/bench/throughput.json
+
+# DPO training throughput against TRL's DPOTrainer on the same shapes, in one process (installs TRL).
+bench-dpo: $(STAMP)
+	$(BIN)/pip install -q -r requirements-bench.lock
+	XLA_FLAGS="--xla_cpu_multi_thread_eigen=true" $(BIN)/python -m experiments.benchmarks.dpo_throughput --out runs/bench/dpo_throughput.json
 
 clean:
 	rm -rf $(VENV) runs
