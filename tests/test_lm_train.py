@@ -125,3 +125,17 @@ def test_bad_inputs_name_the_field():
         make_train(LMTrainConfig(model=LMConfig(VOCAB, 32, 1, 4, max_position_embeddings=8), batch_size=8), DATA)
     with pytest.raises(ConfigError, match="objective: expected one of"):
         LMTrainConfig(model=MODEL, objective="ppo")
+
+
+def test_rmsprop_matches_pytorchs_update():
+    """optimizer="rmsprop" takes PyTorch's RMSprop step (alpha 0.99, eps outside the sqrt)."""
+    from rljax.lm.train import make_optimizer
+
+    config = LMTrainConfig(model=MODEL, optimizer="rmsprop", max_grad_norm=0.0)
+    params = {"w": jnp.array([1.0, -2.0])}
+    tx = make_optimizer(config, 0.1)
+    state = tx.init(params)
+    g = jnp.array([0.5, -3.0])
+    updates, state = tx.update({"w": g}, state, params)
+    v = 0.01 * g**2  # (1 - alpha) * g^2 from v = 0
+    np.testing.assert_allclose(updates["w"], -0.1 * g / (jnp.sqrt(v) + 1e-8), rtol=1e-6)

@@ -43,6 +43,7 @@ from rljax.lm.model import LanguageModel, LMConfig
 from rljax.losses import preference
 
 OBJECTIVES = ("sft", "reward", "dpo")
+OPTIMIZERS = ("adamw", "rmsprop", "sgd")  # rmsprop: Razin et al.'s DPO runs; adamw: TRL's default
 REFERENCES = ("params", "precomputed")
 SEQUENCE_FIELDS = {
     "sft": ("input_ids", "attention_mask", "completion_mask"),
@@ -64,6 +65,7 @@ class LMTrainConfig:
     batch_size: int = 16
     grad_accum_steps: int = 1
     num_epochs: int = 1
+    optimizer: str = "adamw"
     max_grad_norm: float = 1.0  # 0: no clipping
     weight_decay: float = 0.0
     warmup_steps: int = 0  # linear warm-up of the learning rate
@@ -71,6 +73,7 @@ class LMTrainConfig:
 
     def __post_init__(self):
         require(self.objective in OBJECTIVES, f"LMTrainConfig.objective: expected one of {OBJECTIVES}, got {self.objective!r}")
+        require(self.optimizer in OPTIMIZERS, f"LMTrainConfig.optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}")
         require(self.reference in REFERENCES, f"LMTrainConfig.reference: expected one of {REFERENCES}, got {self.reference!r}")
         require_positive(self, "batch_size", "grad_accum_steps", "num_epochs")
         require(
@@ -192,10 +195,14 @@ def _lr_at(config: LMTrainConfig, hp: LMHParams, step):
 def make_optimizer(config: LMTrainConfig, learning_rate) -> optax.GradientTransformation:
     # inject_hyperparams keeps the learning rate in the optimiser state, so it is a
     # traced value (vmappable per seed) and the warm-up can set it every step.
-    adamw = optax.inject_hyperparams(optax.adamw)(learning_rate=learning_rate, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        tx = optax.inject_hyperparams(optax.adamw)(learning_rate=learning_rate, weight_decay=config.weight_decay)
+    else:  # PyTorch's RMSprop defaults (alpha 0.99, eps 1e-8), as the papers that use it ran it
+        base = {"rmsprop": lambda learning_rate: optax.rmsprop(learning_rate, decay=0.99, eps=1e-8, eps_in_sqrt=False), "sgd": optax.sgd}
+        tx = optax.inject_hyperparams(base[config.optimizer])(learning_rate=learning_rate)
     if config.max_grad_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adamw)
-    return adamw
+        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), tx)
+    return tx
 
 
 def _set_lr(opt_state, lr):
