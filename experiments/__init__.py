@@ -11,6 +11,7 @@ EXPERIMENTS = {
     "ppo": "experiments.ppo",
     "sac": "experiments.sac",
     "make-dataset": "experiments.make_dataset",
+    "rpo-vs-dpo": "experiments.rpo_vs_dpo",
     "reversal-curse": "experiments.reversal_curse",
     "sft": "experiments.sft",
     "reward-model": "experiments.reward_model",
