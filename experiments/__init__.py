@@ -12,6 +12,7 @@ EXPERIMENTS = {
     "sac": "experiments.sac",
     "make-dataset": "experiments.make_dataset",
     "rpo-vs-dpo": "experiments.rpo_vs_dpo",
+    "likelihood-displacement": "experiments.likelihood_displacement",
     "reversal-curse": "experiments.reversal_curse",
     "sft": "experiments.sft",
     "reward-model": "experiments.reward_model",

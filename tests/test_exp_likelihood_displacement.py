@@ -1,0 +1,168 @@
+"""The likelihood-displacement experiment (Razin et al., 2025): pair construction, filters, a smoke run, the full claim."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from experiments import likelihood_displacement as ld
+from experiments.__main__ import main as cli
+from rljax.core.config import ConfigError
+
+
+def _completion(ids, mask):
+    return [int(t) for t, m in zip(ids, mask) if m][:-1]  # without the eos
+
+
+def test_pairs_are_built_as_their_kind_says():
+    setup = ld.Setup(**ld.QUICK | {"num_pairs": 60})
+    sft, pairs, kinds, edits, floor = ld.make_task(setup, 0)
+    S = setup.synonyms
+    assert len(sft) == setup.num_prompts * setup.sft_samples_per_prompt and len(pairs) == setup.num_pairs
+    assert 0 < floor < math.log(S)
+    for n in range(len(pairs)):
+        prompt = slice(0, setup.prompt_length)
+        assert pairs.chosen_input_ids[n, prompt].tolist() == pairs.rejected_input_ids[n, prompt].tolist()
+        yp = _completion(pairs.chosen_input_ids[n], pairs.chosen_completion_mask[n])
+        yn = _completion(pairs.rejected_input_ids[n], pairs.rejected_completion_mask[n])
+        assert yp != yn
+        kind, k = ld.PAIR_KINDS[kinds[n]], edits[n]
+        if kind in ("synonym", "wrong_class"):
+            changed = [q for q in range(len(yp)) if yp[q] != yn[q]]
+            assert len(yp) == len(yn) and len(changed) == k
+            same_class = [yp[q] // S == yn[q] // S for q in changed]
+            assert all(same_class) if kind == "synonym" else not any(same_class)
+        elif kind == "truncated":
+            assert yn == yp[: len(yp) - k]
+        elif kind == "extended":
+            assert yn[: len(yp)] == yp and len(yn) == len(yp) + k
+    # The same seed gives the same task.
+    again = ld.make_task(setup, 0)[1]
+    np.testing.assert_array_equal(again.rejected_input_ids, pairs.rejected_input_ids)
+
+
+def test_filters_drop_the_highest_scores_and_tertiles_split_in_thirds():
+    setup = ld.Setup(**ld.QUICK)
+    ches = np.arange(setup.num_pairs, dtype=float)[::-1]  # pair 0 has the highest score
+    kept = ld.kept_indices(setup, "ches", ches, -ches, np.random.default_rng(0))
+    assert len(kept) == setup.num_kept == 15  # the top half removed
+    np.testing.assert_array_equal(kept, np.arange(15, 30))
+    np.testing.assert_array_equal(ld.kept_indices(setup, "ln_ches", ches, -ches, None), np.arange(15))
+    assert ld.tertile_means(np.arange(6.0), np.array([1.0, 1, 2, 2, 3, 3])) == [1.0, 2.0, 3.0]
+
+
+def test_largest_decrease_is_the_biggest_drop_from_an_earlier_point():
+    # Delta log pi(y+) over 4 steps for 3 pairs (columns); the start (0) counts as an earlier point.
+    delta = np.array([[1.0, -0.5, 0.2], [3.0, -0.2, 0.4], [0.5, -2.0, 0.6], [2.0, -1.0, 0.8]])
+    np.testing.assert_allclose(ld.largest_decrease(delta), [2.5, 2.0, 0.0])
+    np.testing.assert_allclose(ld.largest_decrease(np.stack([delta, -delta]))[1], [3.0, 1.0, 0.8])
+
+
+def test_bad_setup_names_the_field():
+    with pytest.raises(ConfigError, match="dpo_eval_every"):
+        ld.Setup(dpo_steps=10, dpo_eval_every=3)
+    with pytest.raises(ConfigError, match="sweep_learning_rates"):
+        ld.Setup(sweep_learning_rates=(1e-3,))
+    with pytest.raises(ConfigError, match="num_pairs"):
+        ld.Setup(num_pairs=100)  # not divisible by 3
+    with pytest.raises(ConfigError, match="dpo_optimizer"):
+        ld.Setup(dpo_optimizer="sgd")
+
+
+def test_optimizer_flag_defaults_to_rmsprop():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    ld.add_arguments(parser)
+    assert parser.parse_args([]).optimizer == "rmsprop" == ld.Setup().dpo_optimizer
+    assert parser.parse_args(["--optimizer", "adamw"]).optimizer == "adamw"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--optimizer", "sgd"])
+
+
+def _finite(x):
+    if isinstance(x, dict):
+        return all(_finite(v) for v in x.values())
+    if isinstance(x, list):
+        return all(_finite(v) for v in x)
+    return not isinstance(x, float) or math.isfinite(x)
+
+
+def test_quick_run_writes_finite_outputs(tmp_path):
+    out = tmp_path / "run"
+    cli(["likelihood-displacement", "--quick", "--no-progress", "--out", str(out)])
+    for name in ("config.json", "result.json", "metrics.jsonl", "ches_scatter.png", "displacement.png"):
+        assert (out / name).exists(), name
+    result = json.loads((out / "result.json").read_text())
+    assert _finite(result)
+    single = result["single_pair"]
+    assert len(single["spearman_per_seed"]["ches"]) == result["seeds"] == 2
+    assert -1 <= single["spearman_mean"]["ches"]["mean"] <= 1
+    assert set(single["tertiles"]["ches"]) >= {"bottom", "middle", "top"}
+    assert single["largest_decrease"]["mean"] >= 0 and 0 <= single["final_dpo_loss"]["median"]
+    for name in ld.TERTILES:
+        ci = result["subsets"][name]["own_pairs"]
+        assert ci["ci95_low"] <= ci["mean"] <= ci["ci95_high"] and ci["n"] == 2
+    for how in ld.FILTERS:
+        ci = result["filtering"][how]["filtered_minus_full_on_kept"]
+        assert ci["ci95_low"] <= ci["mean"] <= ci["ci95_high"] and ci["n"] == 2
+        assert len(result["filtering"][how]["curve"]) == 2  # dpo_steps 4, evaluated every 2
+    assert all(isinstance(v, bool) for v in result["claims"].values())
+    config = json.loads((out / "config.json").read_text())["setup"]
+    assert config["num_pairs"] == 30 and config["dpo_optimizer"] == "rmsprop"
+
+
+@pytest.fixture(scope="module")
+def full_result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("likelihood_displacement") / "run"
+    assert cli(["likelihood-displacement", "--no-progress", "--out", str(out)]) == 0
+    return json.loads((out / "result.json").read_text())
+
+
+@pytest.mark.slow
+def test_full_run_what_holds(full_result):
+    # What the full run shows (RMSprop, 3 seeds, see the module docstring): DPO on the pair set displaces
+    # (Delta log pi(y+) < 0 on all pairs, 95% CI below 0); DPO on the top CHES tertile alone lowers
+    # log pi(y+), more than on the bottom tertile; single-pair DPO lowers it on the top CHES tertile and
+    # raises it on the bottom one; CHES and the single-pair drop correlate positively when pooled and
+    # significantly (p < 0.05) in every seed (Spearman 0.30, 0.24, 0.18: positive, below the claimed 0.5).
+    claims = full_result["claims"]
+    assert full_result["setup"]["dpo_optimizer"] == "rmsprop"
+    assert claims["ches_spearman_significant_every_seed"]
+    assert claims["displacement_in_full_run"]
+    assert full_result["filtering"]["ches"]["full_on_all"]["ci95_high"] < 0
+    assert claims["subset_top_ches_tertile_drops"]
+    sub = full_result["subsets"]
+    assert sub["top"]["own_pairs"]["mean"] < sub["bottom"]["own_pairs"]["mean"]
+    assert claims["single_pair_top_ches_tertile_drops"] and claims["single_pair_bottom_ches_tertile_rises"]
+    pooled = full_result["single_pair"]["spearman_pooled"]["ches"]
+    assert pooled["rho"] > 0 and pooled["p_value"] < 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="not reproduced at this scale (full run, RMSprop lr 1e-4, 3 seeds, 100 single-pair DPO updates): "
+    "Spearman(CHES, -Δlog π(y+)) = 0.24 (seeds 0.30, 0.24, 0.18; 95% CI 0.09..0.38) < 0.5, and DPO on the bottom "
+    "CHES tertile alone lowers log π(y+) too (-1.58; top -3.30), so the bottom tertile does not rise; see result.json",
+)
+def test_full_run_claim(full_result):
+    claims = full_result["claims"]
+    assert claims["ches_spearman_above_0.5"]
+    assert claims["subset_bottom_ches_tertile_rises"] and claims["subset_top_ches_tertile_drops"]
+    assert claims["claim_holds"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="filtering helps on average but not significantly (full run, RMSprop, 3 seeds): removing the top half "
+    "by ln-CHES / CHES raises the kept pairs' Δlog π(y+) by +1.52 / +1.39 (95% CI -3.9..+6.9 / -4.1..+6.9; 3 / 2 "
+    "of 3 seeds), a random half by -0.24",
+)
+def test_full_run_filtering_reduces_displacement(full_result):
+    filt = full_result["filtering"]
+    assert full_result["claims"]["ln_ches_filter_reduces_displacement_on_kept"]
+    assert full_result["claims"]["ln_ches_filter_beats_random_filter"]
+    assert filt["ln_ches"]["filtered_minus_full_on_kept"]["ci95_low"] > 0
