@@ -35,7 +35,7 @@ bench: $(STAMP)
 # DPO training throughput against TRL's DPOTrainer on the same shapes, in one process (installs TRL).
 bench-dpo: $(STAMP)
 	$(BIN)/pip install -q -r requirements-bench.lock
-	XLA_FLAGS="--xla_cpu_multi_thread_eigen=true" $(BIN)/python -m experiments.benchmarks.dpo_throughput --out runs/bench/dpo_throughput.json
+	$(BIN)/python -m experiments.benchmarks.dpo_throughput --out runs/bench/dpo_throughput.json
 
 clean:
 	rm -rf $(VENV) runs

@@ -139,3 +139,16 @@ def test_rmsprop_matches_pytorchs_update():
     updates, state = tx.update({"w": g}, state, params)
     v = 0.01 * g**2  # (1 - alpha) * g^2 from v = 0
     np.testing.assert_allclose(updates["w"], -0.1 * g / (jnp.sqrt(v) + 1e-8), rtol=1e-6)
+
+
+def test_skipping_unscored_prompt_logits_changes_nothing():
+    from rljax.lm.train import first_scored_position, sequence_logps
+
+    arrays = {k: np.asarray(v) for k, v in DATA.arrays().items()}
+    start = first_scored_position(arrays)
+    assert start == 1  # the shortest prompts have 2 tokens: the first completion token sits at 2, predicted from 1
+    ids, att, comp = (jnp.asarray(arrays[f"chosen_{f}"]) for f in ("input_ids", "attention_mask", "completion_mask"))
+    full, full_len = sequence_logps(P0, MODEL, ids, att, comp)
+    skipped, skipped_len = sequence_logps(P0, MODEL, ids, att, comp, logits_from=start)
+    np.testing.assert_allclose(full, skipped, rtol=1e-6)
+    np.testing.assert_array_equal(full_len, skipped_len)

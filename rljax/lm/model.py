@@ -312,12 +312,18 @@ class LanguageModel(nn.Module):
 
     Positions default to ``cache_index + arange(T)``: right padding, or a single
     unpadded row. Left-padded generation passes positions explicitly.
+    ``logits_from`` (static): logits only for positions ``logits_from..T-1``
+    (``[B, T - logits_from, V]``); trainers skip the prompt positions that no
+    row scores, as TRL computes log-probs only where there are labels.
     """
 
     config: LMConfig
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask=None, positions=None, cache: KVCache | None = None, cache_index=0):
+    def __call__(
+        self, input_ids, attention_mask=None, positions=None, cache: KVCache | None = None, cache_index=0,
+        logits_from: int = 0,
+    ):
         c = self.config
         B, T = input_ids.shape
         S = T if cache is None else cache.k.shape[2]
@@ -335,7 +341,8 @@ class LanguageModel(nn.Module):
         hidden, cache = transformer(input_ids, positions, mask, cache, cache_index)
         out = {"hidden": hidden, "cache": cache}
         if "lm" in c.heads:
-            logits = transformer.unembed(hidden) if c.tied else _dense(c, c.vocab_size, "lm_head", False)(hidden)
+            h = hidden[:, logits_from:]  # positions before it never predict a scored token: skip their unembedding
+            logits = transformer.unembed(h) if c.tied else _dense(c, c.vocab_size, "lm_head", False)(h)
             out["logits"] = logits.astype(jnp.float32)
         if "value" in c.heads:
             out["values"] = _dense(c, 1, "value_head", True)(hidden)[..., 0].astype(jnp.float32)

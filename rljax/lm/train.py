@@ -131,22 +131,35 @@ def _as_arrays(data, fields: tuple[str, ...], name: str) -> dict[str, np.ndarray
     return {f: a.astype(np.int32) for f, a in arrays.items()}
 
 
-def sequence_logps(params, config: LMConfig, input_ids, attention_mask, completion_mask):
-    """Summed completion log-prob and completion length of each row: ([B], [B])."""
-    logits = LanguageModel(config).apply({"params": params}, input_ids, attention_mask).logits
-    per_token = preference.token_logps(logits, input_ids)
-    return preference.sequence_logps(per_token, completion_mask), preference.completion_lengths(completion_mask)
+def sequence_logps(params, config: LMConfig, input_ids, attention_mask, completion_mask, logits_from: int = 0):
+    """Summed completion log-prob and completion length of each row: ([B], [B]).
+
+    ``logits_from`` (static): the first position whose logits can matter (the
+    earliest completion token of any row, minus one); earlier ones are skipped.
+    """
+    logits = LanguageModel(config).apply({"params": params}, input_ids, attention_mask, logits_from=logits_from).logits
+    per_token = preference.token_logps(logits, input_ids[:, logits_from:])
+    mask = completion_mask[:, logits_from:]
+    return preference.sequence_logps(per_token, mask), preference.completion_lengths(mask)
 
 
-def _pair_logps(params, config: LMConfig, batch):
+def _pair_logps(params, config: LMConfig, batch, logits_from: int = 0):
     """Chosen and rejected rows in one forward pass of 2B rows (TRL's concatenated forward)."""
     cat = lambda f: jnp.concatenate([batch[f"chosen_{f}"], batch[f"rejected_{f}"]])  # noqa: E731
-    logps, lengths = sequence_logps(params, config, cat("input_ids"), cat("attention_mask"), cat("completion_mask"))
+    logps, lengths = sequence_logps(
+        params, config, cat("input_ids"), cat("attention_mask"), cat("completion_mask"), logits_from
+    )
     B = batch["chosen_input_ids"].shape[0]
     return logps[:B], logps[B:], lengths[:B], lengths[B:]
 
 
-def make_loss(config: LMTrainConfig) -> Callable:
+def first_scored_position(arrays: Mapping[str, np.ndarray]) -> int:
+    """The earliest position whose logits any row scores: its first completion token, minus one."""
+    starts = [np.argmax(a > 0, axis=1).min() for f, a in arrays.items() if f.endswith("completion_mask")]
+    return max(int(min(starts)) - 1, 0)
+
+
+def make_loss(config: LMTrainConfig, logits_from: int = 0) -> Callable:
     """``loss(params, ref_params, batch, hp, norm) -> (scalar, aux)`` for one micro-batch.
 
     ``norm`` is the whole minibatch's denominator (examples, or completion tokens for
@@ -155,7 +168,9 @@ def make_loss(config: LMTrainConfig) -> Callable:
     model = config.model
 
     def sft_loss(params, ref_params, batch, hp, norm):
-        logps, lengths = sequence_logps(params, model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        logps, _ = sequence_logps(
+            params, model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], logits_from
+        )
         # Token-mean NLL over the minibatch's completion tokens (TRL's SFTTrainer).
         loss = -logps.sum() / norm
         return loss, {"loss": loss, "nll_per_token": loss}
@@ -169,11 +184,11 @@ def make_loss(config: LMTrainConfig) -> Callable:
         return loss * scale, {k: v * scale for k, v in aux.items()} | {"loss": loss * scale}
 
     def dpo_loss(params, ref_params, batch, hp, norm):
-        chosen, rejected, chosen_len, _ = _pair_logps(params, model, batch)
+        chosen, rejected, chosen_len, _ = _pair_logps(params, model, batch, logits_from)
         if config.reference == "precomputed":
             ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
         else:
-            ref_chosen, ref_rejected, _, _ = _pair_logps(ref_params, model, batch)
+            ref_chosen, ref_rejected, _, _ = _pair_logps(ref_params, model, batch, logits_from)
         loss, aux = preference.dpo_loss(
             chosen, rejected, ref_chosen, ref_rejected, chosen_len,
             preference.PreferenceHParams(beta=hp.beta, label_smoothing=hp.label_smoothing),
@@ -240,7 +255,8 @@ def make_train(
     )
     steps_per_epoch = N // config.batch_size
     num_updates = steps_per_epoch * config.num_epochs
-    loss_fn = make_loss(config)
+    logits_from = first_scored_position(arrays)
+    loss_fn = make_loss(config, logits_from)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     use_ref_params = config.objective == "dpo" and config.reference == "params"
     micro_sharding = None
@@ -263,7 +279,7 @@ def make_train(
         padded = -(-N // size) * size  # pad by repeating the first rows, then drop them again
         rows = jnp.arange(padded) % N
         chunks = jax.tree.map(lambda x: x[rows].reshape((padded // size, size) + x.shape[1:]), device_data)
-        chosen, rejected, _, _ = jax.lax.map(lambda b: _pair_logps(params, config.model, b), chunks)
+        chosen, rejected, _, _ = jax.lax.map(lambda b: _pair_logps(params, config.model, b, logits_from), chunks)
         return {"ref_chosen_logps": chosen.reshape(-1)[:N], "ref_rejected_logps": rejected.reshape(-1)[:N]}
 
     def init(key, hp: LMHParams) -> LMTrainState:
