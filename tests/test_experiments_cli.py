@@ -100,4 +100,4 @@ def test_gpu_benchmark_quick_runs_on_cpu(tmp_path):
     from experiments.benchmarks import gpu
 
     report = gpu.main(["--quick", "--repeats", "1", "--out", str(tmp_path / "g.json")])
-    assert len(report["results"]) == 5
+    assert len(report["results"]) == 6 and report["results"]["dpo gpt2-124m bf16"]["preset"] == "smoke"

@@ -6,7 +6,9 @@
 Cases: PPO on brax halfcheetah and ant at 4096 envs with the raw env
 throughput of the same wrapped env beside it; PPO CartPole (PureJaxRL
 defaults, 5e5 steps) for 1 seed and for 256 vmapped seeds; SAC on brax
-halfcheetah. Compile time is reported apart from run time (best of --repeats).
+halfcheetah; DPO on a 124M GPT-2-shaped model in bf16 (32 pairs x 512 tokens),
+tokens/s and model FLOPs utilisation (``dpo_throughput``'s ``gpt2-124m-bf16``
+preset). Compile time is reported apart from run time (best of --repeats).
 Reference from ../shared/offline-gpu/README.md (H100, PureJaxRL-style PPO):
 CartPole 256 seeds x 5e5 steps in 9.4 s run + 8.5 s compile.
 """
@@ -17,6 +19,7 @@ import argparse
 import dataclasses
 import json
 
+from experiments.benchmarks.dpo_throughput import rljax_dpo_throughput
 from experiments.benchmarks.throughput import raw_env_throughput, training_throughput, write_report
 from rljax.agents import ppo, sac
 
@@ -52,6 +55,9 @@ def main(argv=None) -> dict:
                                      learning_starts=0)
     results["sac brax/halfcheetah"] = training_throughput(sac.make_train(sac_config), sac_hp, args.repeats)
     print("sac", json.dumps(results["sac brax/halfcheetah"]), flush=True)
+
+    results["dpo gpt2-124m bf16"] = rljax_dpo_throughput("smoke" if args.quick else "gpt2-124m-bf16", steps=10, chunk=5)
+    print("dpo", json.dumps({k: results["dpo gpt2-124m bf16"].get(k) for k in ("tokens_per_second", "mfu")}), flush=True)
 
     return write_report("gpu", args.quick, results, args.out)
 
