@@ -152,3 +152,17 @@ def test_skipping_unscored_prompt_logits_changes_nothing():
     skipped, skipped_len = sequence_logps(P0, MODEL, ids, att, comp, logits_from=start)
     np.testing.assert_allclose(full, skipped, rtol=1e-6)
     np.testing.assert_array_equal(full_len, skipped_len)
+
+
+def test_init_from_trains_on_other_data_in_one_program():
+    """``init_from(key, hp, params, data)``: another data set of the same shapes, traced, equals a trainer made on it."""
+    other = pairs(32, seed=5)
+    cfg = LMTrainConfig(model=MODEL, objective="dpo", batch_size=8, num_epochs=1, reference="precomputed")
+    trainer = make_train(cfg, DATA, init_params=P0)
+    hp = LMHParams(learning_rate=1e-2)
+    run = jax.jit(lambda d: trainer.run_updates(trainer.init_from(jax.random.key(1), hp, P0, d), trainer.num_updates))
+    state, _ = run({k: jnp.asarray(v) for k, v in other.arrays().items()})
+    direct, _ = train(cfg, hp, other)
+    assert tree_max_diff(state.params, direct.params) < 1e-6
+    with pytest.raises(ConfigError, match=r"init_from: data\['chosen_input_ids'\] must be \(32, 10\)"):
+        trainer.init_from(jax.random.key(1), hp, P0, {k: v[:16] for k, v in other.arrays().items()})

@@ -112,6 +112,13 @@ class LMTrainState:
     hparams: LMHParams
 
 
+@dataclasses.dataclass(frozen=True)
+class LMTrainer(Trainer):
+    """A :class:`Trainer` plus ``init_from(key, hparams, params=None, data=None)``."""
+
+    init_from: Callable[..., LMTrainState]
+
+
 def num_examples(data: Mapping[str, Any]) -> int:
     return len(next(iter(data.values())))
 
@@ -232,7 +239,7 @@ def make_train(
     *,
     init_params: Any = None,
     eval_fn: Callable[[Any], dict[str, jax.Array]] | None = None,
-) -> Trainer:
+) -> LMTrainer:
     """Build the trainer. ``data``: a dict (or dataclass) of [N, T] int arrays with the
     fields of ``SEQUENCE_FIELDS[config.objective]``. ``init_params``: start (and the
     DPO reference) from these params instead of a random init. ``eval_fn(params)``:
@@ -282,12 +289,20 @@ def make_train(
         chosen, rejected, _, _ = jax.lax.map(lambda b: _pair_logps(params, config.model, b, logits_from), chunks)
         return {"ref_chosen_logps": chosen.reshape(-1)[:N], "ref_rejected_logps": rejected.reshape(-1)[:N]}
 
-    def init(key, hp: LMHParams) -> LMTrainState:
+    def init_from(key, hp: LMHParams, params=None, data=None) -> LMTrainState:
+        """``init`` with other starting params (also the DPO reference) and/or another data
+        set of the same shapes. The arguments may be traced, so one compiled program
+        trains many seeds' or pairs' data sets (``jax.vmap`` or a loop over them)."""
         hp = default_weights(hp)
         init_key, key = jax.random.split(key)
-        params = init_params if init_params is not None else model_lib.init_params(config.model, init_key)
+        if params is None:
+            params = init_params if init_params is not None else model_lib.init_params(config.model, init_key)
         params = jax.tree.map(jnp.asarray, params)
-        device_data = {k: jnp.asarray(v) for k, v in arrays.items()}
+        data = arrays if data is None else data
+        for field, array in arrays.items():
+            got = jnp.shape(data[field]) if field in data else "missing"
+            require(got == array.shape, f"init_from: data[{field!r}] must be {array.shape} as in make_train, got {got}")
+        device_data = {k: jnp.asarray(data[k], jnp.int32) for k in arrays}
         if config.objective == "dpo" and config.reference == "precomputed":
             device_data |= jax.lax.stop_gradient(precompute_reference(params, device_data))
         opt_state = make_optimizer(config, _lr_at(config, hp, 0)).init(params)
@@ -295,6 +310,9 @@ def make_train(
             params=params, opt_state=opt_state, ref_params=params if use_ref_params else None,
             data=device_data, key=key, step=jnp.zeros((), jnp.int32), hparams=hp,
         )  # fmt: skip
+
+    def init(key, hp: LMHParams) -> LMTrainState:
+        return init_from(key, hp)
 
     def minibatch(state: LMTrainState):
         """The next ``batch_size`` rows of this epoch's permutation, as [accum, micro, ...]."""
@@ -334,7 +352,7 @@ def make_train(
     def evaluate(state: LMTrainState, key) -> dict[str, jax.Array]:
         return {} if eval_fn is None else eval_fn(state.params)
 
-    return Trainer(
+    return LMTrainer(
         config=config, init=init, update=update, evaluate=evaluate,
-        num_updates=num_updates, env_steps_per_update=config.batch_size,
+        num_updates=num_updates, env_steps_per_update=config.batch_size, init_from=init_from,
     )  # fmt: skip
