@@ -237,6 +237,17 @@ class ClipAction(Wrapper):
         return super().step(key, state, jnp.clip(action, space.low, space.high), params)
 
 
+def to_box(action, box):
+    """Map ``action`` in [-1, 1] affinely onto ``box`` (its ``low`` and ``high``), clipping first."""
+    action = jnp.clip(action, -1.0, 1.0)
+    return box.low + (action + 1.0) * 0.5 * (box.high - box.low)
+
+
+def from_box(action, box):
+    """The inverse of ``to_box``: an action in ``box`` mapped onto [-1, 1]."""
+    return 2.0 * (action - box.low) / (box.high - box.low) - 1.0
+
+
 class RescaleAction(Wrapper):
     """Exposes the action box as [-1, 1] and maps actions affinely onto the inner box."""
 
@@ -246,9 +257,7 @@ class RescaleAction(Wrapper):
 
     def step(self, key, state, action, params=None):
         inner = self._env.action_space(params if params is not None else self.default_params)
-        action = jnp.clip(action, -1.0, 1.0)
-        scaled = inner.low + (action + 1.0) * 0.5 * (inner.high - inner.low)
-        return super().step(key, state, scaled, params)
+        return super().step(key, state, to_box(action, inner), params)
 
 
 # ---------------------------------------------------------------- vector rewards

@@ -11,6 +11,8 @@ EXPERIMENTS = {
     "ppo": "experiments.ppo",
     "sac": "experiments.sac",
     "make-dataset": "experiments.make_dataset",
+    "make-demos": "experiments.make_demos",
+    "ailboost": "experiments.ailboost",
     "rpo-vs-dpo": "experiments.rpo_vs_dpo",
     "likelihood-displacement": "experiments.likelihood_displacement",
     "reversal-curse": "experiments.reversal_curse",

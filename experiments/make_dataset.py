@@ -1,13 +1,15 @@
-"""Offline RL and imitation datasets from random or PPO-trained policies.
+"""Offline RL and imitation datasets from random or trained (PPO or SAC) policies.
 
     python -m experiments make-dataset --env gymnax/CartPole-v1 --policy expert --steps 100000 --out data/cartpole_expert
+    python -m experiments make-dataset --env gymnax/Pendulum-v1 --policy medium --steps 100000 --out data/pendulum_medium
 
 Policies (D4RL's names; "medium" and "expert" are defined by training budget, not by a target score):
 
     random   uniform random actions from the env's action space
-    expert   PPO with the env's preset, trained for --agent-steps env steps (default: the preset's
-             budget); actions are sampled from its stochastic policy
-    medium   the same PPO run stopped after --medium-fraction (default 0.25) of its updates, i.e. an
+    expert   the agent (--agent: PPO for discrete actions, SAC for continuous ones by default) with
+             the env's preset, trained for --agent-steps env steps (default: the preset's budget);
+             actions are sampled from its stochastic policy
+    medium   the same run stopped after --medium-fraction (default 0.25) of its updates, i.e. an
              early checkpoint of the expert run with the same seed and budget
     mixed    half the transitions from random, half from medium (random episodes first)
 
@@ -22,25 +24,21 @@ medium's), so ``dataset.normalized_score`` can be computed later.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import envs
-from rljax.agents import ppo
+from experiments import experts
 from rljax.core import dataset as dataset_lib
 from rljax.core import rollout as rollout_lib
-from rljax.core.config import require, to_dict
-from rljax.core.evaluation import episode_returns
+from rljax.core.config import require
 
 DESCRIPTION = "write an offline RL dataset (random, medium, expert or mixed policy) as FILE.npz + FILE.json"
 
 POLICIES = ("random", "medium", "expert", "mixed")
-EVAL_EPISODES = 16  # episodes behind random_return and policy_return
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,60 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=100_000, help="transitions to collect (all envs together)")
     parser.add_argument("--out", required=True, metavar="FILE", help="writes FILE.npz and FILE.json")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed for training and collection")
-    parser.add_argument("--agent-steps", type=int, help="PPO env steps for expert (default: the env's preset)")
-    parser.add_argument("--medium-fraction", type=float, default=0.25, help="share of the PPO updates for medium")
+    parser.add_argument("--agent", default="auto", choices=experts.AGENTS,
+                        help="trained agent: auto = PPO for discrete actions, SAC for continuous ones")
+    parser.add_argument("--agent-steps", type=int, help="agent env steps for expert (default: the env's preset)")
+    parser.add_argument("--medium-fraction", type=float, default=0.25, help="share of the agent's updates for medium")
     parser.add_argument("--num-envs", type=int, default=8, help="envs collecting side by side")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing FILE.npz / FILE.json")
 
 
-# ---------------------------------------------------------------- policies
-
-
-def random_policy(env, env_params) -> rollout_lib.Policy:
-    space = env.action_space(env_params)
-
-    def policy(obs, key):
-        return jax.vmap(space.sample)(jax.random.split(key, obs.shape[0])), {}
-
-    return policy
-
-
-def train_ppo(config: ppo.PPOConfig, hparams: ppo.PPOHParams, key: jax.Array, num_updates: int) -> ppo.PPOState:
-    """The PPO state after the first ``num_updates`` updates of the run ``config`` describes."""
-    trainer = ppo.make_train(config)
-    state = jax.jit(trainer.init)(key, hparams)
-    state, _ = jax.jit(trainer.run_updates, static_argnums=1)(state, num_updates)
-    return state
-
-
-def ppo_policy(config: ppo.PPOConfig, state: ppo.PPOState, env, env_params) -> rollout_lib.Policy:
-    """The trained policy, sampling actions, on raw observations of ``ppo.make_env(config, training=False)``.
-
-    The network sees observations normalised with the run's final statistics
-    (as ``ppo``'s evaluate does); continuous actions are clipped to the action
-    box, so the dataset holds the actions the env executed.
-    """
-    discrete = envs.is_discrete(env, env_params)
-    network = ppo.make_network(config, env, env_params)
-    normalize = ppo.observation_normalizer(config, state)
-    space = env.action_space(env_params)
-
-    def policy(obs, key):
-        pi, _ = network.apply(state.params, normalize(obs))
-        action = pi.sample(seed=key)
-        return (action if discrete else jnp.clip(action, space.low, space.high)), {}
-
-    return policy
-
-
 # ---------------------------------------------------------------- collection
-
-
-def mean_return(env, env_params, policy: rollout_lib.Policy, key: jax.Array) -> Any:
-    """Mean return of ``policy`` over ``EVAL_EPISODES`` fresh episodes (a list for vector rewards)."""
-    act = lambda obs, k: policy(obs, k)[0]  # noqa: E731
-    returns = jax.jit(lambda k: episode_returns(env, env_params, act, k, EVAL_EPISODES)["return"])(key)
-    return np.asarray(returns).mean(axis=0).tolist()
 
 
 def collect(env, env_params, policy, key, steps: int, num_envs: int, metadata: dict) -> dataset_lib.Dataset:
@@ -121,51 +74,49 @@ def collect(env, env_params, policy, key, steps: int, num_envs: int, metadata: d
 
 def make(
     policy: str,
-    config: ppo.PPOConfig,
-    hparams: ppo.PPOHParams,
+    env: str,
     key: jax.Array,
     *,
     steps: int,
     num_envs: int = 8,
     medium_fraction: float = 0.25,
+    agent: str = "auto",
+    agent_steps: int | None = None,
+    config: Any = None,
+    hparams: Any = None,
     metadata: dict | None = None,
 ) -> dataset_lib.Dataset:
-    """A dataset of about ``steps`` transitions of ``policy`` in ``config.env``.
+    """A dataset of about ``steps`` transitions of ``policy`` in ``env``.
 
-    ``config`` and ``hparams`` are the PPO run behind "medium", "expert" and
-    "mixed"; "random" uses only ``config.env`` and ``config.env_kwargs``.
+    "medium", "expert" and "mixed" train an agent with ``experiments.experts.train``
+    (``agent``, ``agent_steps``, or an explicit run ``config``/``hparams``).
     """
     require(policy in POLICIES, f"policy: expected one of {POLICIES}, got {policy!r}")
     require(steps > 0 and num_envs > 0, f"steps and num_envs: expected positive numbers, got {steps} and {num_envs}")
     require(0 < medium_fraction <= 1, f"medium_fraction: expected a number in (0, 1], got {medium_fraction}")
     train_key, random_key, trained_key, random_eval_key, trained_eval_key = jax.random.split(key, 5)
-    metadata = {"env": config.env, "policy": policy, **(metadata or {})}
+    metadata = {"env": env, "policy": policy, **(metadata or {})}
 
-    raw_env, raw_params = envs.make(config.env, **dict(config.env_kwargs))
-    random = random_policy(raw_env, raw_params)
-    metadata["random_return"] = mean_return(raw_env, raw_params, random, random_eval_key)
+    raw_env, raw_params = envs.make(env) if config is None else envs.make(env, **dict(config.env_kwargs))
+    random = experts.random_policy(raw_env, raw_params)
+    metadata["random_return"] = experts.mean_return(raw_env, raw_params, random, random_eval_key)
     if policy == "random":
         return collect(raw_env, raw_params, random, random_key, steps, num_envs, metadata)
 
-    trainer = ppo.make_train(config)
-    num_updates = trainer.num_updates
+    fraction = 1.0 if policy == "expert" else medium_fraction
+    expert = experts.train(env, train_key, agent=agent, agent_steps=agent_steps, fraction=fraction,
+                           config=config, hparams=hparams)
     if policy != "expert":
-        num_updates = max(1, round(medium_fraction * trainer.num_updates))
         metadata["medium_fraction"] = medium_fraction
-    state = train_ppo(config, hparams, train_key, num_updates)
-    env, env_params = ppo.make_env(config, training=False)
-    trained = ppo_policy(config, state, env, env_params)
-    metadata |= {
-        "agent_steps": num_updates * trainer.env_steps_per_update,
-        "policy_return": mean_return(env, env_params, trained, trained_eval_key),
-        "ppo_config": to_dict(config), "ppo_hparams": to_dict(hparams),
-    }
+    metadata |= expert.metadata
+    metadata["policy_return"] = experts.mean_return(expert.env, expert.env_params, expert.sample, trained_eval_key)
     if policy != "mixed":
-        return collect(env, env_params, trained, trained_key, steps, num_envs, metadata)
+        return collect(expert.env, expert.env_params, expert.sample, trained_key, steps, num_envs, metadata)
 
     parts = [
         collect(raw_env, raw_params, random, random_key, steps // 2, num_envs, {"policy": "random"}),
-        collect(env, env_params, trained, trained_key, steps - steps // 2, num_envs, {"policy": "medium"}),
+        collect(expert.env, expert.env_params, expert.sample, trained_key, steps - steps // 2, num_envs,
+                {"policy": "medium"}),
     ]
     summary = ("policy", "num_transitions", "num_episodes", "mean_return", "env_steps_collected")
     metadata["parts"] = [{k: part.metadata[k] for k in summary} for part in parts]
@@ -177,9 +128,9 @@ def make(
 # ---------------------------------------------------------------- CLI
 
 
-def command_line(args: argparse.Namespace) -> str:
-    """The command, with every option it resolved to, that reproduces this dataset."""
-    words = ["python", "-m", "experiments", "make-dataset"]
+def command_line(args: argparse.Namespace, name: str) -> str:
+    """The command ``python -m experiments NAME``, with every option it resolved to, that reproduces a file."""
+    words = ["python", "-m", "experiments", name]
     for name, value in vars(args).items():
         if value is None or value is False:
             continue
@@ -195,14 +146,12 @@ def _fmt(x: Any) -> str:
 def main(args: argparse.Namespace) -> dict:
     # Refuse before training, which may take long, rather than after it.
     dataset_lib.check_can_write(args.out, args.overwrite)
-    config, hparams = ppo.preset(args.env)
-    changes = {"env": args.env} | ({"total_timesteps": args.agent_steps} if args.agent_steps else {})
-    config = dataclasses.replace(config, **changes)
     print(f"make-dataset: {args.policy} policy on {args.env}, {args.steps:,} steps in {args.num_envs} envs")
 
     data = make(
-        args.policy, config, hparams, jax.random.PRNGKey(args.seed), steps=args.steps, num_envs=args.num_envs,
-        medium_fraction=args.medium_fraction, metadata={"seed": args.seed, "command": command_line(args)},
+        args.policy, args.env, jax.random.PRNGKey(args.seed), steps=args.steps, num_envs=args.num_envs,
+        medium_fraction=args.medium_fraction, agent=args.agent, agent_steps=args.agent_steps,
+        metadata={"seed": args.seed, "command": command_line(args, "make-dataset")},
     )
     npz_path, json_path = dataset_lib.save(data, args.out, overwrite=args.overwrite)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import envs
-from experiments import make_dataset
+from experiments import experts, make_dataset
 from experiments.__main__ import main as cli
 from rljax.agents import ppo
 from rljax.core import dataset as ds
@@ -19,7 +19,7 @@ from rljax.core.dataset import DatasetError
 def random_rollout(env_name: str, num_envs: int, num_steps: int, seed: int = 0):
     """A time-major Trajectory of uniform random actions."""
     env, params = envs.make(env_name)
-    policy = make_dataset.random_policy(env, params)
+    policy = experts.random_policy(env, params)
 
     @jax.jit
     def run(key):
@@ -217,6 +217,36 @@ def test_concatenate_renumbers_episodes(truncation_traj, cartpole_traj):
         ds.concatenate([a, ds.from_trajectory(cartpole_traj, {})], {})
 
 
+def test_select_episodes_renumbers_and_keeps_metadata(cartpole_traj):
+    data = ds.from_trajectory(cartpole_traj, {"env": "gymnax/CartPole-v1"})
+    picked = ds.select_episodes(data, [2, 0])
+    ds.validate(picked)
+    np.testing.assert_array_equal(picked.episode_lengths, data.episode_lengths[[2, 0]])
+    np.testing.assert_array_equal(picked.episode_returns, data.episode_returns[[2, 0]])
+    np.testing.assert_array_equal(picked.obs[: data.episode_lengths[2]], data.obs[data.episode_id == 2])
+    meta = picked.metadata
+    assert meta["env"] == "gymnax/CartPole-v1" and meta["source_episodes"] == [2, 0] and meta["num_episodes"] == 2
+    with pytest.raises(DatasetError, match=r"expected episode ids in \[0, \d+\), got \[99\]"):
+        ds.select_episodes(data, [0, 99])
+
+
+def test_check_matches_env_names_the_mismatch(cartpole_traj):
+    data = ds.from_trajectory(cartpole_traj, {})
+    cartpole, cartpole_params = envs.make("gymnax/CartPole-v1")
+    pendulum, pendulum_params = envs.make("gymnax/Pendulum-v1")
+    ds.check_matches_env(data, cartpole, cartpole_params)  # fits
+    with pytest.raises(DatasetError, match=r"demo.npz: field 'obs' has rows of shape \(4,\), the env expects \(3,\)"):
+        ds.check_matches_env(data, pendulum, pendulum_params, name="demo.npz")
+    import dataclasses
+
+    as_float = dataclasses.replace(data, action=data.action.astype(np.float32))
+    with pytest.raises(DatasetError, match="field 'action' has dtype float32 .* discrete actions"):
+        ds.check_matches_env(as_float, cartpole, cartpole_params)
+    out_of_range = dataclasses.replace(data, action=np.where(np.arange(len(data.action)) == 7, 2, data.action))
+    with pytest.raises(DatasetError, match="field 'action' is 2 at row 7; the env's actions are 0..1"):
+        ds.check_matches_env(out_of_range, cartpole, cartpole_params)
+
+
 # ---------------------------------------------------------------- scores
 
 
@@ -264,7 +294,8 @@ def test_mixed_dataset_stores_raw_observations(tmp_path):
         update_epochs=1, num_minibatches=1, hidden_sizes=(8,), normalize_obs=True,
     )
     data = make_dataset.make(
-        "mixed", config, ppo.PPOHParams(), jax.random.PRNGKey(0), steps=32, num_envs=4, medium_fraction=0.5,
+        "mixed", config.env, jax.random.PRNGKey(0), steps=32, num_envs=4, medium_fraction=0.5,
+        config=config, hparams=ppo.PPOHParams(),
     )
     ds.validate(data)
     assert set(np.unique(data.obs)) == {0.0, 1.0}

@@ -94,11 +94,11 @@ def test_sac_learns_the_continuous_probe():
     obs = jnp.array([[-1.0], [1.0]])
     critic = QEnsemble(2, config.hidden_sizes)
     actions = jnp.array([[-0.5], [0.5]])  # the optimal actions
-    q = critic.apply(state.critic_params, obs, actions)
+    q = critic.apply(state.learner.critic_params, obs, actions)
     np.testing.assert_allclose(q, jnp.broadcast_to(env.analytic_q(obs, actions), q.shape), atol=0.05)
     off = jnp.array([[0.5], [-0.5]])  # a distance of 1 from the optimum: reward 0
-    np.testing.assert_allclose(critic.apply(state.critic_params, obs, off), 0.0, atol=0.1)
-    mean_action = jnp.tanh(SquashedGaussianActor(1, config.hidden_sizes).apply(state.actor_params, obs).distribution.mean())
+    np.testing.assert_allclose(critic.apply(state.learner.critic_params, obs, off), 0.0, atol=0.1)
+    mean_action = jnp.tanh(SquashedGaussianActor(1, config.hidden_sizes).apply(state.learner.actor_params, obs).distribution.mean())
     np.testing.assert_allclose(mean_action, actions, atol=0.1)
 
 

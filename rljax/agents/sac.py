@@ -17,7 +17,7 @@ Actions are learned in [-1, 1] and rescaled onto the env's action box.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -111,7 +111,13 @@ class Transition:
 
 
 @struct.dataclass
-class SACState:
+class SACLearner:
+    """The learning part of SAC: networks, targets, temperature and their optimiser states.
+
+    Kept apart from the data (replay, envs) so that other agents train a SAC
+    learner on their own batches (AILBoost relabels rewards with a discriminator).
+    """
+
     actor_params: Any
     critic_params: Any
     target_critic_params: Any
@@ -119,11 +125,107 @@ class SACState:
     actor_opt: Any
     critic_opt: Any
     alpha_opt: Any
+
+
+@struct.dataclass
+class SACState:
+    learner: SACLearner
     replay: replay_lib.ReplayState
     env: rollout_lib.EnvCarry
     key: jax.Array
     env_steps: jax.Array  # transitions collected so far, all envs
     hparams: SACHParams
+
+
+class SACNetworks(NamedTuple):
+    """The networks and the constants one gradient step needs."""
+
+    actor: SquashedGaussianActor
+    critic: QEnsemble
+    target_entropy: float  # -scale * action_dim
+    obs_shape: tuple[int, ...]
+    action_dim: int
+
+
+def make_networks(config: SACConfig, obs_shape: tuple[int, ...], action_dim: int) -> SACNetworks:
+    return SACNetworks(
+        actor=SquashedGaussianActor(action_dim, config.hidden_sizes),
+        critic=QEnsemble(config.num_q, config.hidden_sizes),
+        target_entropy=-config.target_entropy_scale * action_dim,
+        obs_shape=tuple(obs_shape), action_dim=action_dim,
+    )
+
+
+def _optimizers(hp: SACHParams):
+    # Rebuilt from (possibly traced) learning rates; their states do not depend on them.
+    return optax.adam(hp.actor_lr), optax.adam(hp.critic_lr), optax.adam(hp.alpha_lr)
+
+
+def init_learner(nets: SACNetworks, key: jax.Array, hp: SACHParams) -> SACLearner:
+    actor_key, critic_key = jax.random.split(key)
+    obs = jnp.zeros((1,) + nets.obs_shape)
+    actor_params = nets.actor.init(actor_key, obs)
+    critic_params = nets.critic.init(critic_key, obs, jnp.zeros((1, nets.action_dim)))
+    log_alpha = jnp.log(jnp.asarray(hp.init_alpha, jnp.float32))
+    actor_tx, critic_tx, alpha_tx = _optimizers(hp)
+    return SACLearner(
+        actor_params=actor_params, critic_params=critic_params, target_critic_params=critic_params,
+        log_alpha=log_alpha, actor_opt=actor_tx.init(actor_params), critic_opt=critic_tx.init(critic_params),
+        alpha_opt=alpha_tx.init(log_alpha),
+    )
+
+
+def learner_step(nets: SACNetworks, learner: SACLearner, hp: SACHParams, batch: Transition, key: jax.Array):
+    """One SAC gradient step (critic, actor, temperature, targets) on ``batch`` (leaves ``[B, ...]``)."""
+    actor_tx, critic_tx, alpha_tx = _optimizers(hp)
+    next_key, actor_key = jax.random.split(key)
+    alpha = jnp.exp(learner.log_alpha)
+
+    # Critic: regress every Q_i onto the soft TD target from the target critics.
+    next_action, next_log_prob = nets.actor.apply(learner.actor_params, batch.next_obs).sample_and_log_prob(
+        seed=next_key
+    )
+    next_q = nets.critic.apply(learner.target_critic_params, batch.next_obs, next_action)
+    target = soft_q.soft_td_target(batch.reward, batch.terminated, next_q, next_log_prob, alpha, hp.gamma)
+    (_, critic_aux), grads = jax.value_and_grad(
+        lambda p: soft_q.critic_loss(nets.critic.apply(p, batch.obs, batch.action), target), has_aux=True
+    )(learner.critic_params)
+    updates, critic_opt = critic_tx.update(grads, learner.critic_opt, learner.critic_params)
+    critic_params = optax.apply_updates(learner.critic_params, updates)
+
+    # Actor: reparameterised actions scored by the updated critics.
+    def actor_objective(p):
+        action, log_prob = nets.actor.apply(p, batch.obs).sample_and_log_prob(seed=actor_key)
+        loss, aux = soft_q.actor_loss(log_prob, nets.critic.apply(critic_params, batch.obs, action), alpha)
+        return loss, (aux, log_prob)
+
+    (_, (actor_aux, log_prob)), grads = jax.value_and_grad(actor_objective, has_aux=True)(learner.actor_params)
+    updates, actor_opt = actor_tx.update(grads, learner.actor_opt, learner.actor_params)
+    actor_params = optax.apply_updates(learner.actor_params, updates)
+
+    # Temperature: move alpha so the policy's entropy tracks the target.
+    (_, alpha_aux), grad = jax.value_and_grad(soft_q.temperature_loss, has_aux=True)(
+        learner.log_alpha, log_prob, nets.target_entropy
+    )
+    updates, alpha_opt = alpha_tx.update(grad, learner.alpha_opt, learner.log_alpha)
+    log_alpha = optax.apply_updates(learner.log_alpha, updates)
+
+    target_critic_params = optax.incremental_update(critic_params, learner.target_critic_params, hp.tau)
+    learner = SACLearner(
+        actor_params=actor_params, critic_params=critic_params, target_critic_params=target_critic_params,
+        log_alpha=log_alpha, actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt,
+    )
+    return learner, {**critic_aux, **actor_aux, **alpha_aux}
+
+
+def sample_action(nets: SACNetworks, actor_params: Any, obs: jax.Array, key: jax.Array) -> jax.Array:
+    """A stochastic action in [-1, 1]: ``[B, action_dim]``."""
+    return nets.actor.apply(actor_params, obs).sample(seed=key)
+
+
+def mean_action(nets: SACNetworks, actor_params: Any, obs: jax.Array) -> jax.Array:
+    """The deterministic action in [-1, 1] (the Gaussian mean, squashed): ``[B, action_dim]``."""
+    return jnp.tanh(nets.actor.apply(actor_params, obs).distribution.mean())
 
 
 def make_env(config: SACConfig, *, training: bool = True):
@@ -142,72 +244,24 @@ def make_env(config: SACConfig, *, training: bool = True):
 def make_train(config: SACConfig) -> Trainer:
     env, env_params = make_env(config)
     eval_env, _ = make_env(config, training=False)
-    action_dim = envs.action_dim(env, env_params)
-    obs_shape = envs.observation_shape(env, env_params)
-    actor = SquashedGaussianActor(action_dim, config.hidden_sizes)
-    critic = QEnsemble(config.num_q, config.hidden_sizes)
-    target_entropy = -config.target_entropy_scale * action_dim
+    nets = make_networks(config, envs.observation_shape(env, env_params), envs.action_dim(env, env_params))
     collect = config.num_envs * config.steps_per_update
-    # Optimisers are rebuilt from (possibly traced) learning rates; their states do not depend on them.
-    optimizers = lambda hp: (optax.adam(hp.actor_lr), optax.adam(hp.critic_lr), optax.adam(hp.alpha_lr))  # noqa: E731
 
     def init(key: jax.Array, hp: SACHParams) -> SACState:
-        actor_key, critic_key, env_key, key = jax.random.split(key, 4)
-        obs = jnp.zeros((1,) + obs_shape)
-        action = jnp.zeros((1, action_dim))
-        actor_params = actor.init(actor_key, obs)
-        critic_params = critic.init(critic_key, obs, action)
-        log_alpha = jnp.log(jnp.asarray(hp.init_alpha, jnp.float32))
-        actor_tx, critic_tx, alpha_tx = optimizers(hp)
-        example = Transition(obs[0], action[0], jnp.zeros(()), obs[0], jnp.zeros((), bool))
+        learner_key, env_key, key = jax.random.split(key, 3)
+        obs = jnp.zeros(nets.obs_shape)
+        example = Transition(obs, jnp.zeros((nets.action_dim,)), jnp.zeros(()), obs, jnp.zeros((), bool))
         return SACState(
-            actor_params=actor_params, critic_params=critic_params, target_critic_params=critic_params,
-            log_alpha=log_alpha, actor_opt=actor_tx.init(actor_params), critic_opt=critic_tx.init(critic_params),
-            alpha_opt=alpha_tx.init(log_alpha), replay=replay_lib.init(example, config.buffer_size),
+            learner=init_learner(nets, learner_key, hp), replay=replay_lib.init(example, config.buffer_size),
             env=rollout_lib.reset(env, env_params, env_key, config.num_envs), key=key,
             env_steps=jnp.zeros((), jnp.int32), hparams=hp,
         )
 
     def gradient_step(state: SACState, key: jax.Array):
-        hp = state.hparams
-        actor_tx, critic_tx, alpha_tx = optimizers(hp)
-        sample_key, next_key, actor_key = jax.random.split(key, 3)
+        sample_key, step_key = jax.random.split(key)
         batch, _ = replay_lib.sample(state.replay, sample_key, config.batch_size)
-        alpha = jnp.exp(state.log_alpha)
-
-        # Critic: regress every Q_i onto the soft TD target from the target critics.
-        next_action, next_log_prob = actor.apply(state.actor_params, batch.next_obs).sample_and_log_prob(seed=next_key)
-        next_q = critic.apply(state.target_critic_params, batch.next_obs, next_action)
-        target = soft_q.soft_td_target(batch.reward, batch.terminated, next_q, next_log_prob, alpha, hp.gamma)
-        (_, critic_aux), grads = jax.value_and_grad(
-            lambda p: soft_q.critic_loss(critic.apply(p, batch.obs, batch.action), target), has_aux=True
-        )(state.critic_params)
-        updates, critic_opt = critic_tx.update(grads, state.critic_opt, state.critic_params)
-        critic_params = optax.apply_updates(state.critic_params, updates)
-
-        # Actor: reparameterised actions scored by the updated critics.
-        def actor_objective(p):
-            action, log_prob = actor.apply(p, batch.obs).sample_and_log_prob(seed=actor_key)
-            loss, aux = soft_q.actor_loss(log_prob, critic.apply(critic_params, batch.obs, action), alpha)
-            return loss, (aux, log_prob)
-
-        (_, (actor_aux, log_prob)), grads = jax.value_and_grad(actor_objective, has_aux=True)(state.actor_params)
-        updates, actor_opt = actor_tx.update(grads, state.actor_opt, state.actor_params)
-        actor_params = optax.apply_updates(state.actor_params, updates)
-
-        # Temperature: move alpha so the policy's entropy tracks the target.
-        (_, alpha_aux), grad = jax.value_and_grad(soft_q.temperature_loss, has_aux=True)(
-            state.log_alpha, log_prob, target_entropy
-        )
-        updates, alpha_opt = alpha_tx.update(grad, state.alpha_opt, state.log_alpha)
-        log_alpha = optax.apply_updates(state.log_alpha, updates)
-
-        target_critic_params = optax.incremental_update(critic_params, state.target_critic_params, hp.tau)
-        new_state = state.replace(
-            actor_params=actor_params, critic_params=critic_params, target_critic_params=target_critic_params,
-            log_alpha=log_alpha, actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt,
-        )
-        return new_state, {**critic_aux, **actor_aux, **alpha_aux}
+        learner, metrics = learner_step(nets, state.learner, state.hparams, batch, step_key)
+        return state.replace(learner=learner), metrics
 
     def update(state: SACState):
         key, rollout_key, grad_key = jax.random.split(state.key, 3)
@@ -216,7 +270,7 @@ def make_train(config: SACConfig) -> Trainer:
         # 1. Collect: uniform random actions until learning_starts, then the stochastic policy.
         def policy(obs, k):
             policy_key, random_key = jax.random.split(k)
-            action = actor.apply(state.actor_params, obs).sample(seed=policy_key)
+            action = sample_action(nets, state.learner.actor_params, obs, policy_key)
             random_action = jax.random.uniform(random_key, action.shape, minval=-1.0, maxval=1.0)
             return jnp.where(warmup, random_action, action), {}
 
@@ -245,8 +299,8 @@ def make_train(config: SACConfig) -> Trainer:
         return state, metrics
 
     def evaluate(state: SACState, key: jax.Array) -> dict[str, jax.Array]:
-        def act(obs, k):  # the mean action, squashed
-            return jnp.tanh(actor.apply(state.actor_params, obs).distribution.mean())
+        def act(obs, k):
+            return mean_action(nets, state.learner.actor_params, obs)
 
         return episode_returns(eval_env, env_params, act, key, config.eval_episodes)
 

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 import rljax
+from envs.core import is_discrete, observation_shape
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated", "episode_id")
 
@@ -160,6 +161,60 @@ def concatenate(datasets: Sequence[Dataset], metadata: dict[str, Any]) -> Datase
     arrays = {name: np.concatenate([getattr(d, name) for d in datasets]) for name in FIELDS}
     arrays["episode_id"] = np.concatenate([d.episode_id + o for d, o in zip(datasets, offsets)]).astype(np.int32)
     return _with_summary(arrays, metadata)
+
+
+def select_episodes(dataset: Dataset, episodes, metadata: dict[str, Any] | None = None) -> Dataset:
+    """The rows of the listed ``episodes`` (ids, in the order given), renumbered 0, 1, ...
+
+    ``metadata`` (default: the source's, less its counts and returns) is
+    completed with the new counts and returns, and ``source_episodes`` records the ids taken.
+    """
+    episodes = [int(e) for e in episodes]
+    bad = [e for e in episodes if not 0 <= e < dataset.num_episodes]
+    if not episodes or bad:
+        raise DatasetError(
+            f"select_episodes: expected episode ids in [0, {dataset.num_episodes}), got {bad or 'none'}"
+        )
+    rows = [np.flatnonzero(dataset.episode_id == e) for e in episodes]
+    arrays = {name: np.concatenate([getattr(dataset, name)[r] for r in rows]) for name in FIELDS}
+    arrays["episode_id"] = np.concatenate([np.full(len(r), i, np.int32) for i, r in enumerate(rows)])
+    summary = ("num_transitions", "num_episodes", "episode_returns", "mean_return", "created")
+    base = {k: v for k, v in dataset.metadata.items() if k not in summary} if metadata is None else metadata
+    return _with_summary(arrays, {**base, "source_episodes": episodes})
+
+
+def check_matches_env(dataset: Dataset, env, env_params, name: str = "dataset") -> None:
+    """Raise ``DatasetError`` unless ``dataset``'s observations and actions fit ``env``.
+
+    Checks the observation shape, discrete vs continuous actions, the action
+    shape, and discrete actions in ``[0, num_actions)``; ``name`` (a file path)
+    starts the message.
+    """
+    obs_shape = tuple(observation_shape(env, env_params))
+    if dataset.obs.shape[1:] != obs_shape:
+        raise DatasetError(
+            f"{name}: field 'obs' has rows of shape {dataset.obs.shape[1:]}, the env expects {obs_shape}"
+        )
+    space = env.action_space(env_params)
+    if is_discrete(env, env_params):
+        if dataset.action.dtype.kind not in "iu" or dataset.action.ndim != 1:
+            raise DatasetError(
+                f"{name}: field 'action' has dtype {dataset.action.dtype} and rows of shape "
+                f"{dataset.action.shape[1:]}; the env has discrete actions: expected integer rows of shape ()"
+            )
+        out = (dataset.action < 0) | (dataset.action >= space.n)
+        if out.any():
+            i = _first_row(out)
+            raise DatasetError(
+                f"{name}: field 'action' is {dataset.action[i]} at row {i}; the env's actions are 0..{space.n - 1}"
+            )
+    else:
+        expected = tuple(space.shape)
+        if dataset.action.dtype.kind != "f" or dataset.action.shape[1:] != expected:
+            raise DatasetError(
+                f"{name}: field 'action' has dtype {dataset.action.dtype} and rows of shape "
+                f"{dataset.action.shape[1:]}; the env has continuous actions: expected float rows of shape {expected}"
+            )
 
 
 def normalized_score(returns, random_return, expert_return):
