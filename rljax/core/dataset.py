@@ -183,38 +183,40 @@ def select_episodes(dataset: Dataset, episodes, metadata: dict[str, Any] | None 
     return _with_summary(arrays, {**base, "source_episodes": episodes})
 
 
-def check_matches_env(dataset: Dataset, env, env_params, name: str = "dataset") -> None:
+def check_matches_env(dataset: Any, env, env_params, name: str = "dataset") -> None:
     """Raise ``DatasetError`` unless ``dataset``'s observations and actions fit ``env``.
 
-    Checks the observation shape, discrete vs continuous actions, the action
-    shape, and discrete actions in ``[0, num_actions)``; ``name`` (a file path)
-    starts the message.
+    ``dataset``: a ``Dataset`` or anything with ``obs`` and ``action`` arrays
+    (numpy or jax). Checks the observation shape, discrete vs continuous actions,
+    the action shape, and that actions lie in the action space; ``name`` (a file
+    path, say) starts the message.
     """
+    obs, action = np.asarray(dataset.obs), np.asarray(dataset.action)
     obs_shape = tuple(observation_shape(env, env_params))
-    if dataset.obs.shape[1:] != obs_shape:
-        raise DatasetError(
-            f"{name}: field 'obs' has rows of shape {dataset.obs.shape[1:]}, the env expects {obs_shape}"
-        )
+    if obs.shape[1:] != obs_shape:
+        raise DatasetError(f"{name}: field 'obs' has rows of shape {obs.shape[1:]}, the env expects {obs_shape}")
     space = env.action_space(env_params)
     if is_discrete(env, env_params):
-        if dataset.action.dtype.kind not in "iu" or dataset.action.ndim != 1:
+        if action.dtype.kind not in "iu" or action.ndim != 1:
             raise DatasetError(
-                f"{name}: field 'action' has dtype {dataset.action.dtype} and rows of shape "
-                f"{dataset.action.shape[1:]}; the env has discrete actions: expected integer rows of shape ()"
+                f"{name}: field 'action' has dtype {action.dtype} and rows of shape {action.shape[1:]}; "
+                "the env has discrete actions: expected integer rows of shape ()"
             )
-        out = (dataset.action < 0) | (dataset.action >= space.n)
-        if out.any():
-            i = _first_row(out)
-            raise DatasetError(
-                f"{name}: field 'action' is {dataset.action[i]} at row {i}; the env's actions are 0..{space.n - 1}"
-            )
+        outside = (action < 0) | (action >= space.n)
+        expected = f"0..{space.n - 1}"
     else:
-        expected = tuple(space.shape)
-        if dataset.action.dtype.kind != "f" or dataset.action.shape[1:] != expected:
+        expected_shape = tuple(space.shape)
+        if action.dtype.kind != "f" or action.shape[1:] != expected_shape:
             raise DatasetError(
-                f"{name}: field 'action' has dtype {dataset.action.dtype} and rows of shape "
-                f"{dataset.action.shape[1:]}; the env has continuous actions: expected float rows of shape {expected}"
+                f"{name}: field 'action' has dtype {action.dtype} and rows of shape {action.shape[1:]}; "
+                f"the env has continuous actions: expected float rows of shape {expected_shape}"
             )
+        low, high = np.broadcast_to(space.low, expected_shape), np.broadcast_to(space.high, expected_shape)
+        outside = (action < low - 1e-5) | (action > high + 1e-5)
+        expected = f"in [{low.tolist()}, {high.tolist()}]"
+    if outside.any():
+        i = _first_row(outside)
+        raise DatasetError(f"{name}: field 'action' is {action[i].tolist()} at row {i}; the env's actions are {expected}")
 
 
 def normalized_score(returns, random_return, expert_return):

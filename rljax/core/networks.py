@@ -6,10 +6,12 @@ from typing import Sequence
 
 import distrax
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "swish": nn.swish}
+ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "swish": nn.swish, "elu": nn.elu}
+INITIALIZERS = ("orthogonal", "torch")
 
 
 def activation_fn(name: str):
@@ -18,19 +20,40 @@ def activation_fn(name: str):
     return ACTIVATIONS[name]
 
 
+def torch_dense(features: int, fan_in: int) -> nn.Dense:
+    """A dense layer initialised like PyTorch's ``nn.Linear``: weights and bias ~ U(+-1/sqrt(fan_in))."""
+    bound = 1.0 / np.sqrt(fan_in)
+    return nn.Dense(
+        features, kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+        bias_init=lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound),
+    )
+
+
 class MLP(nn.Module):
-    """Dense layers with orthogonal(sqrt 2) init, then a linear output of ``out_dim``."""
+    """Dense layers, then a linear output of ``out_dim``.
+
+    ``initializer="orthogonal"``: orthogonal(sqrt 2) hidden layers, orthogonal(out_scale)
+    output, zero biases (PureJaxRL, CleanRL). ``initializer="torch"``: PyTorch's
+    ``nn.Linear`` default everywhere (for parity with PyTorch reference code).
+    """
 
     hidden_sizes: Sequence[int]
     out_dim: int
     activation: str = "tanh"
     out_scale: float = 1.0
+    initializer: str = "orthogonal"
 
     @nn.compact
     def __call__(self, x):
+        if self.initializer not in INITIALIZERS:
+            raise ValueError(f"MLP.initializer: expected one of {INITIALIZERS}, got {self.initializer!r}")
         act = activation_fn(self.activation)
         for size in self.hidden_sizes:
-            x = act(nn.Dense(size, kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(x))
+            dense = (torch_dense(size, x.shape[-1]) if self.initializer == "torch"
+                     else nn.Dense(size, kernel_init=nn.initializers.orthogonal(np.sqrt(2))))
+            x = act(dense(x))
+        if self.initializer == "torch":
+            return torch_dense(self.out_dim, x.shape[-1])(x)
         return nn.Dense(self.out_dim, kernel_init=nn.initializers.orthogonal(self.out_scale))(x)
 
 
