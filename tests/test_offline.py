@@ -25,7 +25,7 @@ def test_continuous_actions_are_mapped_onto_the_unit_box():
     env, params = envs.make("gymnax/Pendulum-v1")
     data = pendulum_dataset()
     t = offline.from_dataset(data, env, params)
-X
+    np.testing.assert_allclose(t.action, data.action / 2.0, atol=1e-6)  # Pendulum's box is [-2, 2]
     assert t.size == 10 and t.terminated.dtype == bool and not t.terminated.any()  # truncation is not terminal
     np.testing.assert_array_equal(offline.episode_starts(data), [0])
 
