@@ -1,0 +1,9 @@
+"""Multi-objective environments (vector rewards), registered as ``mo/...``."""
+
+from envs.mo.deep_sea_treasure import DeepSeaTreasure, DSTParams, pareto_front
+from envs.registry import register
+
+register("mo/deep-sea-treasure", lambda **kw: (DeepSeaTreasure("default"), DSTParams(**kw)))
+register("mo/deep-sea-treasure-concave", lambda **kw: (DeepSeaTreasure("concave"), DSTParams(**kw)))
+
+__all__ = ["DeepSeaTreasure", "DSTParams", "pareto_front"]
