@@ -19,6 +19,7 @@ EXPERIMENTS = {
     "sft": "experiments.sft",
     "reward-model": "experiments.reward_model",
     "dpo": "experiments.dpo",
+    "mogfn-hypergrid": "experiments.mogfn_hypergrid",
     "mamql-gems": "experiments.mamql_gems",
     "iqlearn": "experiments.iqlearn",
 }
