@@ -44,4 +44,4 @@ def _load_builtin() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from envs import brax_envs, gymnax_envs, mo, probes  # noqa: F401  (they register themselves)
+    from envs import brax_envs, gymnax_envs, mo, pointmass, probes  # noqa: F401  (they register themselves)

@@ -20,6 +20,7 @@ EXPERIMENTS = {
     "reward-model": "experiments.reward_model",
     "dpo": "experiments.dpo",
     "mogfn-hypergrid": "experiments.mogfn_hypergrid",
+    "odice": "experiments.odice",
     "mamql-gems": "experiments.mamql_gems",
     "iqlearn": "experiments.iqlearn",
 }
