@@ -21,6 +21,7 @@ EXPERIMENTS = {
     "dpo": "experiments.dpo",
     "mogfn-hypergrid": "experiments.mogfn_hypergrid",
     "odice": "experiments.odice",
+    "recoil": "experiments.recoil",
     "mamql-gems": "experiments.mamql_gems",
     "iqlearn": "experiments.iqlearn",
 }
