@@ -1,0 +1,177 @@
+"""C-MORL: crowding selection, the archive, the interior-point barrier by hand, feasibility, the extension step."""
+
+import json
+
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rljax.agents import cmorl, moppo
+from rljax.losses.policy_gradient import PPOBatch, clipped_surrogate, clipped_value_loss
+
+TINY = moppo.MOPPOConfig(num_envs=4, num_steps=32, total_timesteps=128, update_epochs=1, num_minibatches=1,
+                         hidden_sizes=(16, 16), eval_episodes=1, reward_scale=(0.01, 0.05),
+                         normalize_advantages=False)
+
+
+def test_crowding_selection_picks_extremes_first_and_skips_chosen():
+    returns = np.array([[1, -1], [2, -3], [3, -5], [50, -14], [124, -19], [0.5, -30.0]])  # the last is dominated
+    picked = cmorl.select_by_crowding(returns, 3)
+    assert set(picked[:2]) == {0, 4}  # the two extremes (infinite distance) first
+    assert picked[2] == 3  # then the largest crowding distance: 50 @ 14 sits in the widest gap
+    excluded = np.zeros(6, bool)
+    excluded[[0, 4]] = True
+    assert list(cmorl.select_by_crowding(returns, 2, excluded)) == [3, 2]
+    assert 5 not in cmorl.select_by_crowding(returns, 6)  # dominated points are never chosen
+
+
+def test_archive_keeps_front_newest_policy_and_excludes_chosen():
+    archive = cmorl.Archive.empty(2)
+    archive.add([[1, -1], [124, -19], [0, -100]], ["a", "b", "c"])
+    assert archive.returns.tolist() == [[1, -1], [124, -19]] and archive.params == ["a", "b"]
+    assert sorted(archive.params[i] for i in archive.select(5)) == ["a", "b"]
+    archive.add([[1, -1], [16, -9]], ["a2", "d"])  # a newer policy at 1 @ 1 replaces "a"
+    assert sorted(archive.params) == ["a2", "b", "d"]
+    picked = [archive.params[i] for i in archive.select(5)]
+    assert sorted(picked) == ["a2", "d"]  # "b" was chosen before; "a2" is a new policy
+    assert [archive.params[i] for i in archive.select(1)][0] in {"a2", "b"}  # all chosen: exclusion lifted
+
+
+def test_deploy_maximises_linear_utility():
+    returns = np.array([[1, -1], [16, -9], [124, -19]])
+    assert cmorl.deploy(returns, [0.0, 1.0]) == 0
+    assert cmorl.deploy(returns, [1.0, 0.0]) == 2
+
+
+def test_log_barrier_value_and_gradient_by_hand():
+    t, eps = 20.0, 1e-2
+    slack, mask = jnp.array([2.0, 0.5, 7.0]), jnp.array([1.0, 1.0, 0.0])
+    value, grad = jax.value_and_grad(cmorl.log_barrier)(slack, mask, t, eps)
+    np.testing.assert_allclose(value, -(np.log(2.0) + np.log(0.5)) / t, atol=1e-7)
+    np.testing.assert_allclose(grad, [-1 / (t * 2.0), -1 / (t * 0.5), 0.0], rtol=1e-6)
+    # below eps: the log continued linearly, value and slope matched at eps
+    value, grad = jax.value_and_grad(cmorl.log_barrier)(jnp.array([-0.1]), jnp.array([1.0]), t, eps)
+    np.testing.assert_allclose(value, -(np.log(eps) + (-0.1 - eps) / eps) / t, rtol=1e-6)
+    np.testing.assert_allclose(grad, [-1 / (t * eps)], rtol=1e-6)
+
+
+def test_return_surrogate_is_rollout_estimate_with_policy_gradient():
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
+    actions = jnp.asarray(rng.integers(0, 3, 6))
+    adv = jnp.asarray(rng.normal(size=(6, 2)), jnp.float32)
+    g_old, scale = jnp.array([3.0, -4.0]), 2.5
+    old_lp = jax.nn.log_softmax(logits)[jnp.arange(6), actions]
+
+    def g(l):
+        lp = jax.nn.log_softmax(l)[jnp.arange(6), actions]
+        return cmorl.return_surrogate(jnp.exp(lp - old_lp), adv, g_old, scale)
+
+    np.testing.assert_allclose(g(logits), g_old, rtol=1e-6)  # at theta_old: the rollout estimate
+    jac = jax.jacobian(g)(logits)  # [k, 6, 3]
+    score = jax.jacobian(lambda l: jax.nn.log_softmax(l)[jnp.arange(6), actions])(logits)  # [6, 6, 3]
+    expected = scale * jnp.einsum("bj,bxy->jxy", adv, score) / 6  # E_ep * mean_t[A_t grad log pi]
+    np.testing.assert_allclose(jac, expected, rtol=1e-5, atol=1e-6)
+
+
+def _tabular_batch(seed=0, n=16):
+    rng = np.random.default_rng(seed)
+    params = {"logits": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+              "v": jnp.asarray(rng.normal(size=(4, 2)), jnp.float32)}
+
+    def apply_fn(p, obs):
+        return distrax.Categorical(logits=p["logits"][obs]), p["v"][obs]
+
+    obs = jnp.asarray(rng.integers(0, 4, n))
+    action = jnp.asarray(rng.integers(0, 3, n))
+    pi, value = apply_fn(params, obs)
+    log_prob = pi.log_prob(action) + 0.05 * jnp.asarray(rng.normal(size=n), jnp.float32)
+    adv = jnp.asarray(rng.normal(size=(n, 2)), jnp.float32)
+    return params, apply_fn, PPOBatch(obs, action, log_prob, value + 0.1, adv, value + adv)
+
+
+def test_extension_loss_feasible_is_ppo_clip_plus_scaled_barrier():
+    params, apply_fn, batch = _tabular_batch()
+    hp = cmorl.CMORLHParams(ent_coef=0.01, barrier_t=20.0)
+    scale = jnp.array([0.01, 0.05])
+    g_old, threshold, episode_scale = jnp.array([1.0, 95.0]), jnp.array([0.9, 89.0]), 4.0
+    total, aux = cmorl.extension_loss(params, apply_fn, batch, hp, jnp.int32(0), threshold, g_old, episode_scale,
+                                      scale, 1e-2, normalize_advantages=False)
+    pi, value = apply_fn(params, batch.obs)
+    lp = pi.log_prob(batch.action)
+    ratio = np.exp(lp - batch.log_prob)
+    surrogate, _ = clipped_surrogate(lp, batch.log_prob, batch.advantage[:, 0], hp.clip_eps)
+    g1 = 95.0 + episode_scale * np.mean((ratio - 1) * batch.advantage[:, 1] / 0.05)  # objective 1 is constrained
+    barrier = -np.log(g1 - 89.0) / 20.0
+    value_loss = sum(clipped_value_loss(value[:, j], batch.value[:, j], batch.target[:, j], hp.clip_eps)
+                     for j in range(2))
+    expected = surrogate + (0.01 / episode_scale) * barrier + hp.vf_coef * value_loss - 0.01 * pi.entropy().mean()
+    assert aux["feasible"] == 1.0
+    np.testing.assert_allclose(aux["barrier"], barrier, rtol=1e-5)
+    np.testing.assert_allclose(total, expected, rtol=1e-5)
+
+
+def test_infeasible_start_takes_a_recovery_step_without_barrier():
+    params, apply_fn, batch = _tabular_batch(1)
+    hp = cmorl.CMORLHParams()
+    # maximise objective 0 while objective 1's constraint is violated: G_1 = -1 < b_1 = -0.9
+    total, aux = cmorl.extension_loss(params, apply_fn, batch, hp, jnp.int32(0), jnp.array([0.0, -0.9]),
+                                      jnp.array([1.0, -1.0]), 4.0, jnp.ones(2), 1e-2, normalize_advantages=False)
+    assert aux["feasible"] == 0.0 and np.isfinite(total)
+    pi, value = apply_fn(params, batch.obs)
+    lp = pi.log_prob(batch.action)
+    surrogate, _ = clipped_surrogate(lp, batch.log_prob, batch.advantage[:, 1], hp.clip_eps)  # the violated one
+    value_loss = sum(clipped_value_loss(value[:, j], batch.value[:, j], batch.target[:, j], hp.clip_eps)
+                     for j in range(2))
+    np.testing.assert_allclose(total, surrogate + hp.vf_coef * value_loss - hp.ent_coef * pi.entropy().mean(),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("lower, feasible_at_start", [(None, 0.0), ((0.0, -100.0), 1.0)])
+def test_extension_under_jit_vmap_and_the_sign_of_returns(lower, feasible_at_start):
+    """DST's time return is negative: with no shift, G_time >= 0.9 G_time(pi_r) is violated by pi_r itself and
+    the step starts in recovery; shifted by the lower bound -100 it starts feasible."""
+    config = cmorl.CMORLConfig(moppo=TINY, extension_updates=2, return_lower_bound=lower)
+    ext = cmorl.make_extension(config)
+    params = moppo.init_params(ext.comp, jax.random.PRNGKey(0))
+    params = jax.tree.map(lambda x: jnp.stack([x, x]), params)
+    run = jax.jit(jax.vmap(ext.run, in_axes=(0, 0, 0, None)))
+    _, history, returns, metrics = run(jax.random.split(jax.random.PRNGKey(1), 2), params,
+                                       jnp.array([0, 1], jnp.int32), cmorl.CMORLHParams())
+    assert returns.shape == (2, 2, 2)
+    assert jax.tree.leaves(history)[0].shape[:2] == (2, 2)
+    for name, value in metrics.items():
+        assert np.isfinite(np.asarray(value)).all(), name
+    assert float(metrics["feasible"][0, 0]) == feasible_at_start  # task 0 maximises treasure, constrains time
+
+
+def test_stage1_preferences_and_config_errors():
+    config = cmorl.CMORLConfig(moppo=TINY, return_lower_bound=(0.0,))
+    assert config.preferences(2).shape == (6, 2)
+    with pytest.raises(Exception, match="return_lower_bound: expected 2 values"):
+        cmorl.make_extension(config)
+
+
+@pytest.mark.slow
+def test_quick_cli_writes_outputs(tmp_path):
+    from experiments.__main__ import main as cli
+
+    out = tmp_path / "run"
+    cli(["cmorl-dst", "--quick", "--seeds", "1", "--no-progress", "--out", str(out)])
+    for name in ("config.json", "result.json", "fronts.png"):
+        assert (out / name).exists(), name
+    result = json.loads((out / "result.json").read_text())
+    assert set(result["methods"]) == {"cmorl", "stage1_only", "stage1"}
+    assert set(result["claims"]) == {"cmorl_treasures", "cmorl_hypervolume", "stage1_hull_only"}
+
+
+@pytest.mark.slow
+def test_full_experiment_claims(tmp_path):
+    from experiments.__main__ import main as cli
+
+    out = tmp_path / "run"
+    cli(["cmorl-dst", "--no-progress", "--out", str(out)])
+    claims = json.loads((out / "result.json").read_text())["claims"]
+    assert all(c["holds"] for c in claims.values()), claims
