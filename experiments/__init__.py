@@ -22,6 +22,7 @@ EXPERIMENTS = {
     "mogfn-hypergrid": "experiments.mogfn_hypergrid",
     "odice": "experiments.odice",
     "recoil": "experiments.recoil",
+    "fdvl-vs-xql": "experiments.fdvl_vs_xql",
     "cmorl-dst": "experiments.cmorl_dst",
     "mamql-gems": "experiments.mamql_gems",
     "iqlearn": "experiments.iqlearn",
