@@ -158,7 +158,9 @@ def gumbel_loss(diff, beta, max_clip: float | None = None):
 
 
 def fdvl_value_loss(diff, alpha, divergence: str, max_clip: float | None = None):
-    """f-DVL's value loss ``alpha f*_p(diff) - (1 - alpha) diff``, ``diff = Q - V`` (official code).
+    """f-DVL's value loss ``alpha f*_p(diff) - (1 - alpha) diff``, ``diff = Q - V``, in the *official
+    code's* form (kept for comparison; ``rljax.agents.implicit_value`` implements the paper's
+    ``lambda alpha f*_p(diff / alpha) - (1 - lambda) diff`` with the true ``conjugate_nonnegative``).
 
     chi2: ``f*_p(x) = max(x + x^2/4, 0)``; tv: ``max(x, 0)``; reverse_kl: XQL's Gumbel
     loss with ``beta = alpha`` (the reverse-KL instance of f-DVL *is* XQL). With
