@@ -22,6 +22,7 @@ def one_step(name):
     return env, action, *run(key)
 
 
+@pytest.mark.slow  # compiling brax physics takes most of a minute on CPU
 def test_mo_halfcheetah_components_sum_to_brax_reward():
     env, action, state, next_state, reward = one_step("mo/halfcheetah")
     assert env.reward_shape == (2,) and env.objectives == ("run", "control")

@@ -208,7 +208,9 @@ def pendulum_data():
 TINY = dict(hidden_sizes=(16, 16), batch_size=32, num_updates=30, eval_episodes=2)
 
 
-@pytest.mark.parametrize("name", sorted(iv.PRESETS))
+@pytest.mark.parametrize("name", [
+    name if name in ("iql", "xql") else pytest.param(name, marks=pytest.mark.slow) for name in sorted(iv.PRESETS)
+])
 def test_presets_train_under_jit_and_vmap_over_seeds_and_temperature(name, pendulum_data):
     cfg, hp = iv.preset(name, **TINY)
     trainer = iv.make_train(cfg, pendulum_data[1])

@@ -250,7 +250,7 @@ def test_discrete_agent_runs_under_jit_and_vmap(online):
     np.testing.assert_array_equal(trainer.act(state, obs, key), jnp.argmax(q_all, axis=-1))
 
 
-@pytest.mark.parametrize("online,value_term", [(True, "all"), (False, "v0")])
+@pytest.mark.parametrize("online,value_term", [(True, "all"), pytest.param(False, "v0", marks=pytest.mark.slow)])
 def test_continuous_agent_runs_under_jit_and_vmap(online, value_term):
     demos = _rollout_demos("gymnax/Pendulum-v1", 30, _random_policy("gymnax/Pendulum-v1"), jax.random.PRNGKey(3))
     config = iq_learn.IQLearnConfig(
