@@ -16,6 +16,14 @@ pytree, so M preferences train in ONE vmapped call:
 
 Evaluation reports per-objective undiscounted returns ``[episodes, k]``.
 
+Preference-conditioned variant (``MOPPOConfig.conditioned``): ONE network for the
+whole simplex. Every env draws its own ``w ~ Dirichlet(preference_concentration * 1)``
+at each episode start (``SamplePreference``: ``w`` lives in the env state, is fixed
+within an episode and resampled when an episode ends), policy and critic see
+``concat(obs, w)``, and each transition's advantage is scalarised by its own ``w``.
+``make_evaluate_preferences(config)(state, key, preferences [m, k])`` then gives
+returns ``[m, episodes, k]``: a front from one trained network.
+
 The rollout / advantage / minibatch-optimisation pieces are module functions
 (``collect``, ``optimize``, ``evaluate_params``) so that C-MORL's constrained
 extension (``rljax.agents.cmorl``) runs the same PPO machinery with its own loss.
@@ -34,6 +42,7 @@ from flax import struct
 
 import envs
 from envs import wrappers
+from envs.core import Box
 from rljax.agents.ppo import PPOState
 from rljax.core import rollout as rollout_lib
 from rljax.core.config import ConfigError, require, require_positive
@@ -65,10 +74,14 @@ class MOPPOConfig:
     normalize_advantages: bool = True
     eval_episodes: int = 4
     deterministic_eval: bool = True
+    # One network conditioned on concat(obs, w), w ~ Dirichlet(preference_concentration * 1) per episode;
+    # MOPPOHParams.preference must then be None.
+    conditioned: bool = False
+    preference_concentration: float = 1.0
 
     def __post_init__(self):
         require_positive(self, "num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches",
-                         "eval_episodes")
+                         "eval_episodes", "preference_concentration")
         batch = self.num_envs * self.num_steps
         require(batch % self.num_minibatches == 0,
                 f"{type(self).__name__}: the batch num_envs * num_steps = {self.num_envs} * {self.num_steps} = "
@@ -128,8 +141,13 @@ def preference_hparams(weights, num_objectives: int | None = None, **kwargs) -> 
     return MOPPOHParams(preference=jnp.asarray(w, jnp.float32), **fields)
 
 
-def _check_hparams_preference(preference, num_objectives: int) -> None:
+def _check_hparams_preference(preference, num_objectives: int, conditioned: bool = False) -> None:
     name = "MOPPOHParams.preference"
+    if conditioned:
+        if preference is not None:
+            raise ConfigError(f"{name}: must be None with MOPPOConfig.conditioned = True (every episode samples "
+                              f"its own preference)")
+        return
     if preference is None:
         raise ConfigError(f"{name}: required, a [{num_objectives}] weight vector on the simplex (got None)")
     if jnp.shape(preference) != (num_objectives,):
@@ -143,8 +161,13 @@ def _check_hparams_preference(preference, num_objectives: int) -> None:
 
 
 def scalarize(advantages: jax.Array, preference: jax.Array) -> jax.Array:
-    """``w . A``: the linear scalarisation of per-objective advantages ``[..., k]``."""
-    return advantages @ preference
+    """``w . A``: the linear scalarisation of per-objective advantages ``[..., k]`` by ``w`` ``[k]`` or ``[..., k]``."""
+    return (advantages * preference).sum(axis=-1)
+
+
+def observed_preference(obs: jax.Array, num_objectives: int) -> jax.Array:
+    """The preference a conditioned observation ``concat(obs, w)`` carries: its last ``k`` entries."""
+    return obs[..., -num_objectives:]
 
 
 def vector_value_loss(value, old_value, target, clip_eps):
@@ -152,20 +175,72 @@ def vector_value_loss(value, old_value, target, clip_eps):
     return jax.vmap(clipped_value_loss, in_axes=(1, 1, 1, None))(value, old_value, target, clip_eps).sum()
 
 
-def moppo_loss(params, apply_fn: Callable, batch: PPOBatch, hp: MOPPOHParams, normalize_advantages: bool = True):
+def moppo_loss(params, apply_fn: Callable, batch: PPOBatch, hp: MOPPOHParams, normalize_advantages: bool = True,
+               conditioned: bool = False):
     """PPO-clip on the scalarised advantage ``w . A`` + vf_coef * summed vector value loss - ent_coef * entropy.
 
-    ``batch.advantage``, ``batch.value`` and ``batch.target`` are ``[B, k]``.
+    ``batch.advantage``, ``batch.value`` and ``batch.target`` are ``[B, k]``. ``w`` is
+    ``hp.preference``, or with ``conditioned`` each transition's own, read off its observation.
     """
     pi, value = apply_fn(params, batch.obs)
     log_prob = pi.log_prob(batch.action)
-    advantage = scalarize(batch.advantage, hp.preference)
+    k = batch.advantage.shape[-1]
+    preference = observed_preference(batch.obs, k) if conditioned else hp.preference
+    advantage = scalarize(batch.advantage, preference)
     advantage = normalize(advantage) if normalize_advantages else advantage
     policy_loss, aux = clipped_surrogate(log_prob, batch.log_prob, advantage, hp.clip_eps)
     value_loss = vector_value_loss(value, batch.value, batch.target, hp.clip_eps)
     entropy = pi.entropy().mean()
     total = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
     return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy, **aux}
+
+
+# ---------------------------------------------------------------- preference-conditioned envs
+
+
+def condition(obs: jax.Array, preference: jax.Array) -> jax.Array:
+    """``concat(obs, w)``, the conditioned network's input (``obs [..., d]``, ``w [..., k]``)."""
+    return jnp.concatenate([obs, jnp.broadcast_to(preference, obs.shape[:-1] + preference.shape[-1:])], axis=-1)
+
+
+@struct.dataclass
+class PreferenceState:
+    env_state: Any
+    preference: jax.Array  # [k], fixed within an episode
+
+
+class SamplePreference(wrappers.Wrapper):
+    """Draws ``w ~ Dirichlet(concentration * 1)`` at every episode start and observes ``concat(obs, w)``.
+
+    The wrapped env auto-resets inside ``step``, so a new ``w`` is drawn on the step that
+    ends an episode (``terminated | truncated``); ``info["final_observation"]`` keeps the
+    finished episode's ``w``.
+    """
+
+    def __init__(self, env, concentration: float):
+        super().__init__(env)
+        self.concentration = concentration
+
+    def _sample(self, key):
+        return jax.random.dirichlet(key, jnp.full(self.reward_shape, self.concentration, jnp.float32))
+
+    def observation_space(self, params=None):
+        space = super().observation_space(params)
+        shape = (space.shape[0] + self.reward_shape[0],)
+        return Box(-jnp.inf, jnp.inf, shape, space.dtype)
+
+    def reset(self, key, params=None):
+        w_key, key = jax.random.split(key)
+        obs, env_state = super().reset(key, params)
+        w = self._sample(w_key)
+        return condition(obs, w), PreferenceState(env_state, w)
+
+    def step(self, key, state, action, params=None):
+        w_key, key = jax.random.split(key)
+        obs, env_state, reward, terminated, truncated, info = super().step(key, state.env_state, action, params)
+        w = jnp.where(terminated | truncated, self._sample(w_key), state.preference)
+        info = {**info, "final_observation": condition(info["final_observation"], state.preference)}
+        return condition(obs, w), PreferenceState(env_state, w), reward, terminated, truncated, info
 
 
 # ---------------------------------------------------------------- shared machinery
@@ -196,7 +271,11 @@ def make_components(config: MOPPOConfig) -> Components:
     network = ActorCritic(action_dim=envs.action_dim(base, env_params), discrete=discrete,
                           hidden_sizes=config.hidden_sizes, activation=config.activation, value_dim=k)
     scale = np.ones(k) if config.reward_scale is None else np.asarray(config.reward_scale)
-    return Components(wrappers.EpisodeStatistics(eval_env), env_params, eval_env, network, k, scale)
+    train_env = SamplePreference(eval_env, config.preference_concentration) if config.conditioned else eval_env
+    if config.conditioned and len(envs.observation_shape(eval_env, env_params)) != 1:
+        raise ConfigError(f"{type(config).__name__}.conditioned: needs flat observations to append the preference "
+                          f"to, got shape {envs.observation_shape(eval_env, env_params)}")
+    return Components(wrappers.EpisodeStatistics(train_env), env_params, eval_env, network, k, scale)
 
 
 def make_optimizer(config: MOPPOConfig, hp: Any, num_updates: int) -> optax.GradientTransformation:
@@ -247,6 +326,9 @@ def collect(comp: Components, config: MOPPOConfig, params, env_carry, key, hp):
         "episode_length": (traj.info["returned_episode_length"] * finished).sum() / jnp.maximum(episodes, 1),
         "episodes": episodes,
     }
+    if config.conditioned:  # mean w . G over finished episodes, each under its own w (fixed in the episode)
+        utility = scalarize(traj.info["returned_episode_return"], observed_preference(traj.obs, comp.num_objectives))
+        stats["episode_utility"] = (utility * finished).sum() / jnp.maximum(episodes, 1)
     return env_carry, batch, stats
 
 
@@ -282,6 +364,35 @@ def evaluate_params(comp: Components, config: MOPPOConfig, params, key) -> dict[
     return episode_returns(comp.eval_env, comp.env_params, act, key, config.eval_episodes)
 
 
+def evaluate_conditioned(comp: Components, config: MOPPOConfig, params, key, preferences) -> dict[str, jax.Array]:
+    """A conditioned network's returns under each row of ``preferences [m, k]``:
+    ``{"return": [m, episodes, k], "length": [m, episodes]}``."""
+
+    def under(w, k):
+        def act(obs, k_act):
+            pi, _ = comp.network.apply(params, condition(obs, w))
+            return pi.mode() if config.deterministic_eval else pi.sample(seed=k_act)
+
+        return episode_returns(comp.eval_env, comp.env_params, act, k, config.eval_episodes)
+
+    return jax.vmap(under)(preferences, jax.random.split(key, preferences.shape[0]))
+
+
+def make_evaluate_preferences(config: MOPPOConfig) -> Callable[[PPOState, jax.Array, Any], dict[str, jax.Array]]:
+    """``evaluate_preferences(state, key, preferences [m, k])`` for a conditioned trainer's state; concrete
+    preferences are checked (shape, simplex) with errors naming ``preferences[i]``."""
+    if not config.conditioned:
+        raise ConfigError(f"{type(config).__name__}.conditioned: evaluate_preferences needs a conditioned network")
+    comp = make_components(config)
+
+    def evaluate_preferences(state: PPOState, key: jax.Array, preferences) -> dict[str, jax.Array]:
+        if not isinstance(preferences, jax.core.Tracer):
+            preferences = check_preferences(np.atleast_2d(preferences), comp.num_objectives, "preferences")
+        return evaluate_conditioned(comp, config, state.params, key, jnp.asarray(preferences, jnp.float32))
+
+    return evaluate_preferences
+
+
 # ---------------------------------------------------------------- the trainer
 
 
@@ -290,7 +401,7 @@ def make_train(config: MOPPOConfig) -> Trainer:
     num_updates = config.num_updates
 
     def init(key: jax.Array, hp: MOPPOHParams) -> PPOState:
-        _check_hparams_preference(hp.preference, comp.num_objectives)
+        _check_hparams_preference(hp.preference, comp.num_objectives, config.conditioned)
         net_key, env_key, key = jax.random.split(key, 3)
         params = init_params(comp, net_key)
         return PPOState(params=params, opt_state=make_optimizer(config, hp, num_updates).init(params),
@@ -301,18 +412,23 @@ def make_train(config: MOPPOConfig) -> Trainer:
         hp = state.hparams
         key, rollout_key, epoch_key = jax.random.split(state.key, 3)
         env_carry, batch, stats = collect(comp, config, state.params, state.env, rollout_key, hp)
-        loss = lambda p, mb: moppo_loss(p, comp.network.apply, mb, hp, config.normalize_advantages)  # noqa: E731
+        loss = lambda p, mb: moppo_loss(p, comp.network.apply, mb, hp, config.normalize_advantages,  # noqa: E731
+                                        config.conditioned)
         params, opt_state, metrics = optimize(config, make_optimizer(config, hp, num_updates), state.params,
                                               state.opt_state, batch, epoch_key, loss)
         for j in range(comp.num_objectives):
             metrics[f"episode_return_{j}"] = stats["episode_return"][j]
-        metrics["episode_return"] = scalarize(stats["episode_return"], hp.preference)
+        metrics["episode_return"] = (stats["episode_utility"] if config.conditioned
+                                     else scalarize(stats["episode_return"], hp.preference))
         metrics["episode_length"] = stats["episode_length"]
         metrics["episodes_finished"] = stats["episodes"]
         return PPOState(params=params, opt_state=opt_state, env=env_carry, key=key,
                         update_step=state.update_step + 1, hparams=hp), metrics
 
     def evaluate(state: PPOState, key: jax.Array) -> dict[str, jax.Array]:
+        if config.conditioned:  # the equal-weights preference; make_evaluate_preferences for a front
+            uniform = jnp.full((1, comp.num_objectives), 1.0 / comp.num_objectives)
+            return jax.tree.map(lambda x: x[0], evaluate_conditioned(comp, config, state.params, key, uniform))
         return evaluate_params(comp, config, state.params, key)
 
     return Trainer(config=config, init=init, update=update, evaluate=evaluate,
