@@ -21,6 +21,7 @@ Subclasses implement ``reset_env`` and ``step_env`` (no auto-reset) and the spac
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import jax
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 from rljax.core.config import ConfigError
 
 
-class MultiAgentEnv:
+class MultiAgentEnv(abc.ABC):
     """Base class of every rljax multi-agent environment (see the module docstring)."""
 
     agents: tuple[str, ...] = ()
@@ -51,22 +52,25 @@ class MultiAgentEnv:
 
     # -- to implement --------------------------------------------------------------
 
+    @abc.abstractmethod
     def reset_env(self, key: jax.Array, params: Any) -> tuple[dict[str, jax.Array], Any]:
-        raise NotImplementedError
+        """A fresh episode: ``(obs dict, state)``."""
 
+    @abc.abstractmethod
     def step_env(self, key, state, actions, params):
         """One transition without auto-reset: ``(obs, state, rewards, dones, info)``.
 
         ``dones`` has every agent and ``"__all__"``; ``info`` has scalar
         ``"terminated"`` and ``"truncated"`` bools (their ``or`` is ``dones["__all__"]``).
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def action_space(self, agent: str, params: Any = None):
-        raise NotImplementedError
+        """``agent``'s action space."""
 
+    @abc.abstractmethod
     def observation_space(self, agent: str, params: Any = None):
-        raise NotImplementedError
+        """``agent``'s observation space."""
 
     # -- the contract --------------------------------------------------------------
 

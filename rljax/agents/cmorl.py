@@ -73,8 +73,9 @@ import numpy as np
 from flax import struct
 
 from rljax.agents import moppo
+from rljax.agents.ppo import PPOHParams
 from rljax.core import rollout as rollout_lib
-from rljax.core.config import ConfigError, require, require_positive
+from rljax.core.config import ConfigError, broadcast_hparams, require, require_positive
 from rljax.core.pareto import crowding_distance, pareto_mask, simplex_grid
 from rljax.losses.policy_gradient import PPOBatch, clipped_surrogate
 
@@ -112,23 +113,15 @@ class CMORLConfig:
 
 
 @struct.dataclass
-class CMORLHParams:
+class CMORLHParams(PPOHParams):
     """PPO hyperparameters (stage 1 and 2) and the constrained step's beta and barrier t (paper: 0.9, 20)."""
 
-    learning_rate: float = 2.5e-4
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
     beta: float = 0.9
     barrier_t: float = 20.0
 
     def moppo(self, preference) -> moppo.MOPPOHParams:
-        return moppo.MOPPOHParams(
-            preference=preference, learning_rate=self.learning_rate, gamma=self.gamma, gae_lambda=self.gae_lambda,
-            clip_eps=self.clip_eps, ent_coef=self.ent_coef, vf_coef=self.vf_coef, max_grad_norm=self.max_grad_norm)
+        ppo_fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(PPOHParams)}
+        return moppo.MOPPOHParams(preference=preference, **ppo_fields)
 
 
 # ---------------------------------------------------------------- losses (pure)
@@ -452,8 +445,4 @@ def train_stage1(config: CMORLConfig, hp: CMORLHParams, key: jax.Array, num_seed
 
 
 def _batched_moppo_hparams(hp: CMORLHParams, preference: jax.Array) -> moppo.MOPPOHParams:
-    n = preference.shape[0]
-    base = hp.moppo(None)
-    fields = {f.name: jnp.full((n,), getattr(base, f.name), jnp.float32)
-              for f in dataclasses.fields(moppo.MOPPOHParams) if f.name != "preference"}
-    return moppo.MOPPOHParams(preference=preference, **fields)
+    return broadcast_hparams(hp.moppo(preference), preference.shape[0])

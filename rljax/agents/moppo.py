@@ -43,9 +43,9 @@ from flax import struct
 import envs
 from envs import wrappers
 from envs.core import Box
-from rljax.agents.ppo import PPOState
+from rljax.agents.ppo import PPOHParams, PPOState
 from rljax.core import rollout as rollout_lib
-from rljax.core.config import ConfigError, require, require_positive
+from rljax.core.config import ConfigError, broadcast_hparams, require, require_positive
 from rljax.core.evaluation import episode_returns
 from rljax.core.networks import ActorCritic
 from rljax.core.pareto import check_preference
@@ -107,17 +107,10 @@ class MOPPOConfig:
 
 
 @struct.dataclass
-class MOPPOHParams:
-    """Dynamic hyperparameters; ``preference`` ([k], on the simplex) is traced, so it can be vmapped."""
+class MOPPOHParams(PPOHParams):
+    """PPO's hyperparameters plus ``preference`` ([k], on the simplex), traced, so it can be vmapped."""
 
     preference: Any = None
-    learning_rate: float = 2.5e-4
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
 
 
 def check_preferences(weights, num_objectives: int, name: str = "MOPPOHParams.preference") -> np.ndarray:
@@ -135,10 +128,7 @@ def preference_hparams(weights, num_objectives: int | None = None, **kwargs) -> 
     w = np.asarray(weights, dtype=np.float64)
     k = num_objectives if num_objectives is not None else (w.shape[-1] if w.ndim else 0)
     w = check_preferences(np.atleast_2d(w), k)
-    base = MOPPOHParams(**kwargs)
-    fields = {f.name: jnp.full((len(w),), getattr(base, f.name), jnp.float32)
-              for f in dataclasses.fields(MOPPOHParams) if f.name != "preference"}
-    return MOPPOHParams(preference=jnp.asarray(w, jnp.float32), **fields)
+    return broadcast_hparams(MOPPOHParams(preference=jnp.asarray(w, jnp.float32), **kwargs), len(w))
 
 
 def _check_hparams_preference(preference, num_objectives: int, conditioned: bool = False) -> None:
