@@ -51,6 +51,7 @@ from rljax.core import loop as loop_lib
 from rljax.core.config import to_dict
 from rljax.core.logging import write_json
 from rljax.core.stats import mean_ci95
+from rljax.core.plotting import save_figure, seed_band
 
 NAME = "ailboost"
 DESCRIPTION = "AILBoost vs DAC vs uniform weights, 1 demonstration (Pendulum on CPU; brax flag)"
@@ -158,9 +159,7 @@ def _plot(summary: dict, run_dir: str, title: str) -> None:
     colors = {"ailboost": "tab:blue", "uniform": "tab:green", "dac": "tab:orange"}
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for variant, r in summary["variants"].items():
-        y = np.array(r["eval_score_per_seed"])  # [seeds, points]
-        ax.plot(r["eval_rounds"], y.mean(axis=0), "-o", markersize=3, color=colors[variant], label=variant)
-        ax.fill_between(r["eval_rounds"], y.min(axis=0), y.max(axis=0), color=colors[variant], alpha=0.15)
+        seed_band(ax, r["eval_rounds"], r["eval_score_per_seed"], variant, colors[variant])
     ax.axhline(100, color="k", linewidth=0.8, linestyle=":", label="expert")
     ax.axhline(FINAL_MIN, color="tab:red", linewidth=0.8, linestyle="--", label=f"claim: {FINAL_MIN:.0f}")
     ax.set_xlabel("round (weak learners)")
@@ -168,9 +167,7 @@ def _plot(summary: dict, run_dir: str, title: str) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "learning_curves.png"), dpi=120)
-    plt.close(fig)
+    save_figure(fig, os.path.join(run_dir, "learning_curves.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for variant, r in summary["variants"].items():
@@ -184,9 +181,7 @@ def _plot(summary: dict, run_dir: str, title: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"divergence estimate after each round's discriminator training (mean over seeds)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "divergence.png"), dpi=120)
-    plt.close(fig)
+    save_figure(fig, os.path.join(run_dir, "divergence.png"))
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -52,6 +52,7 @@ from rljax.core.logging import write_json
 from rljax.core.pareto import expected_utility, hypervolume, simplex_grid, sparsity
 from rljax.core.pareto import pareto_front as nondominated
 from rljax.core.stats import mean_ci95
+from rljax.core.plotting import save_figure
 
 NAME = "cmorl-dst"
 DESCRIPTION = "C-MORL vs stage-1 MOPPO alone on concave Deep Sea Treasure (equal env steps)"
@@ -140,9 +141,7 @@ def _plot(results: dict, front: np.ndarray, run_dir: str) -> None:
         if s == 0:
             ax.legend(fontsize=7, loc="upper left")
     fig.suptitle("concave Deep Sea Treasure: non-dominated returns at equal env steps", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "fronts.png"), dpi=120)
-    plt.close(fig)
+    save_figure(fig, os.path.join(run_dir, "fronts.png"))
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -57,6 +57,7 @@ from rljax.core import offline
 from rljax.core.config import to_dict
 from rljax.core.logging import write_json
 from rljax.core.stats import mean_ci95
+from rljax.core.plotting import save_figure
 
 NAME = "fdvl-vs-xql"
 DESCRIPTION = "f-DVL (chi2, TV) vs XQL (and IQL) value divergence over temperatures, offline Pendulum (CPU)"
@@ -240,9 +241,7 @@ def _plot(summary: dict, run_dir: str, alphas: list[float]) -> None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     ax.set_title(f"{summary['env']}: final return per temperature ({summary['seeds']} seeds, 95% CI)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "returns.png"), dpi=120)
-    plt.close(fig)
+    save_figure(fig, os.path.join(run_dir, "returns.png"))
 
     swept = [m for m in methods if m in SWEPT]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -270,9 +269,7 @@ def _plot(summary: dict, run_dir: str, alphas: list[float]) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("value divergence per method and temperature", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "divergence.png"), dpi=120)
-    plt.close(fig)
+    save_figure(fig, os.path.join(run_dir, "divergence.png"))
 
 
 def main(args: argparse.Namespace) -> dict:

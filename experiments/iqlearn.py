@@ -48,6 +48,7 @@ from rljax.core import loop as loop_lib
 from rljax.core.config import ConfigError, to_dict
 from rljax.core.logging import write_json
 from rljax.core.stats import mean_ci95
+from rljax.core.plotting import save_figure
 
 NAME = "iqlearn"
 DESCRIPTION = "IQ-Learn (Garg et al. 2021): imitate an expert from 1 demonstration (CartPole offline, or online SAC)"
@@ -113,9 +114,7 @@ def plot_curve(records, path: str, title: str, gradient_steps_per_update: int, d
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(args: argparse.Namespace) -> dict:

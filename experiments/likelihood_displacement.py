@@ -123,6 +123,7 @@ from rljax.lm.data import PreferenceData, tokenize_preferences, tokenize_sft
 from rljax.lm.model import LanguageModel, LMConfig
 from rljax.lm.train import SEQUENCE_FIELDS, LMHParams, LMTrainConfig, make_train
 from rljax.losses import preference
+from rljax.core.plotting import save_figure
 
 NAME = "likelihood-displacement"
 DESCRIPTION = "Likelihood displacement in DPO: CHES vs the drop of log pi(y+), and CHES filtering (Razin et al., 2025)"
@@ -481,9 +482,7 @@ def plot_scatter(path, ches, ln_ches, delta, kinds, result):
         ax.set_title(f"{name}: Spearman(score, −Δ) = {s['rho']:.2f} (p = {s['p_value']:.1e})", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_displacement(path, result):
@@ -543,9 +542,7 @@ def plot_displacement(path, result):
     axes[2].set_title("> 0: filtering reduced displacement", fontsize=10)
     axes[2].legend(fontsize=8)
     axes[2].grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------

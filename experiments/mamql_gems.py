@@ -82,6 +82,7 @@ from rljax.core import tabular
 from rljax.core.config import to_dict
 from rljax.core.logging import write_json
 from rljax.core.stats import mean_ci95
+from rljax.core.plotting import save_figure
 
 NAME = "mamql-gems"
 DESCRIPTION = "MAMQL (Haynam et al. 2025) vs BC vs joint IQ-Learn on a 2-agent general-sum Gems grid, exact evaluation"
@@ -178,9 +179,7 @@ def _plot(summary: dict, path: str, title: str) -> None:
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -56,6 +56,7 @@ from rljax.core.config import broadcast_hparams, to_dict
 from rljax.core.logging import write_json
 from rljax.core.pareto import hypervolume, pareto_front, simplex_grid
 from rljax.core.stats import mean_ci95
+from rljax.core.plotting import save_figure
 
 NAME = "mogfn-hypergrid"
 DESCRIPTION = "MOGFN-PC vs REINFORCE on the Branin/Currin/Shubert hypergrid: exact L1, HV, distinct top-10% states"
@@ -158,9 +159,7 @@ def _plot(summary, pooled, exact_front, run_dir):
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle("Pareto front of sampled candidates (3 objectives, pairwise projections; all maximised)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "front.png"), dpi=120)
-    plt.close(fig)
+    save_figure(fig, os.path.join(run_dir, "front.png"))
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for method, r in summary["methods"].items():
@@ -175,9 +174,7 @@ def _plot(summary, pooled, exact_front, run_dir):
     ax.set_ylabel("exact L1(P_T(.|w), R(.|w)/Z(w)), mean over 66 w")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "l1.png"), dpi=120)
-    plt.close(fig)
+    save_figure(fig, os.path.join(run_dir, "l1.png"))
 
 
 def main(args: argparse.Namespace) -> dict:

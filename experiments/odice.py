@@ -57,6 +57,7 @@ from rljax.core.config import to_dict
 from rljax.core.evaluation import episode_returns
 from rljax.core.logging import write_json
 from rljax.core.stats import mean_ci95
+from rljax.core.plotting import save_figure, seed_band
 
 NAME = "odice"
 DESCRIPTION = "ODICE semi / true / orthogonal gradient updates on a 2-D point mass, dataset and perturbed starts"
@@ -223,16 +224,12 @@ def _plot(summary: dict, run_dir: str) -> None:
     axes[0].set_ylabel("return (seeds: dots; mean and 95% CI: black)")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"ODICE update rules on {ENV}, {summary['seeds']} seeds", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "returns.png"), dpi=120)
-    plt.close(fig)
+    save_figure(fig, os.path.join(run_dir, "returns.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for rule, r in rules.items():
         c = r["curves"]
-        y = np.array(c["eval_return_per_seed"])
-        axes[0].plot(c["eval_gradient_steps"], y.mean(axis=1), "-o", markersize=3, color=colors[rule], label=rule)
-        axes[0].fill_between(c["eval_gradient_steps"], y.min(axis=1), y.max(axis=1), color=colors[rule], alpha=0.15)
+        seed_band(axes[0], c["eval_gradient_steps"], np.array(c["eval_return_per_seed"]).T, rule, colors[rule])
         axes[1].plot(c["gradient_steps"], c["cos_forward_backward"], color=colors[rule], label=rule)
         axes[1].fill_between(c["gradient_steps"], c["cos_forward_backward_min"], c["cos_forward_backward_max"],
                              color=colors[rule], alpha=0.1)
@@ -245,9 +242,7 @@ def _plot(summary: dict, run_dir: str) -> None:
         ax.set_xlabel("gradient steps")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "curves.png"), dpi=120)
-    plt.close(fig)
+    save_figure(fig, os.path.join(run_dir, "curves.png"))
 
 
 def main(args: argparse.Namespace) -> dict:

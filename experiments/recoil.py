@@ -56,6 +56,7 @@ from rljax.core import offline
 from rljax.core.config import ConfigError, to_dict
 from rljax.core.logging import write_json
 from rljax.core.stats import mean_ci95
+from rljax.core.plotting import save_figure, seed_band
 
 NAME = "recoil"
 DESCRIPTION = "ReCOIL vs BC: 1 expert trajectory + 50 random trajectories, offline (Pendulum, normalised score)"
@@ -159,9 +160,7 @@ def plot(summary: dict, path: str, title: str) -> None:
     colors = {"recoil": "tab:blue", "bc_all": "tab:orange", "bc_expert": "tab:green"}
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for method, r in summary["methods"].items():
-        y = np.array(r["eval_score_per_seed"])  # [seeds, points]
-        ax.plot(r["gradient_steps"], y.mean(axis=0), "-o", markersize=3, color=colors[method], label=method)
-        ax.fill_between(r["gradient_steps"], y.min(axis=0), y.max(axis=0), color=colors[method], alpha=0.15)
+        seed_band(ax, r["gradient_steps"], r["eval_score_per_seed"], method, colors[method])
     ax.axhline(100, color="k", linewidth=0.8, linestyle=":", label="expert")
     ax.axhline(CLAIM_RECOIL_MIN, color="tab:blue", linewidth=0.8, linestyle="--", label="claim: ReCOIL >= 80")
     ax.axhline(CLAIM_BC_ALL_MAX, color="tab:orange", linewidth=0.8, linestyle="--", label="claim: BC-all <= 50")
@@ -170,9 +169,7 @@ def plot(summary: dict, path: str, title: str) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -71,6 +71,7 @@ from rljax.lm import sampling as sampling_lib
 from rljax.lm.data import tokenize_sft
 from rljax.lm.model import LanguageModel, LMConfig
 from rljax.lm.train import LMHParams, LMTrainConfig, make_train, sequence_logps
+from rljax.core.plotting import save_figure
 
 NAME = "reversal-curse"
 DESCRIPTION = "Reversal Curse (Berglund et al. 2023): trained on 'A is B', a small LM cannot answer 'B is ?'"
@@ -261,9 +262,7 @@ def _plot_curves(records, keys: list[str], chance: float, path: str, title: str)
     axes[1].set_ylabel("SFT loss (completion tokens, mean over seeds)")
     axes[1].grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_final(summary: dict, path: str, title: str) -> None:
@@ -313,9 +312,7 @@ def _plot_final(summary: dict, path: str, title: str) -> None:
     ax.set_title("log-prob test: correct vs other entities")
     ax.legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------- main

@@ -94,6 +94,7 @@ from rljax.lm import train as lm_train
 from rljax.lm.data import tokenize_preferences, tokenize_sft
 from rljax.lm.model import LMConfig
 from rljax.losses.preference import rpo_loss_types
+from rljax.core.plotting import save_figure
 
 DESCRIPTION = "RPO (DPO + SFT) vs DPO with narrow preference coverage: exact gold reward and chosen log-prob curves"
 NAME = "rpo-vs-dpo"
@@ -384,9 +385,7 @@ def plot_curves(s: Settings, curves, metric: str, ylabel: str, path: str, hlines
     ax.set_title(f"{ylabel}: {s.seeds} seeds (thin), mean (thick)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------- main

@@ -46,3 +46,17 @@ def plot_metrics(records, keys, path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def seed_band(ax, x, per_seed, label: str, color: str, marker: str = "o") -> None:
+    """The mean over seeds as a line and the seeds' min..max as a band; ``per_seed`` is ``[seeds, points]``."""
+    y = np.asarray(per_seed, dtype=float)
+    ax.plot(x, y.mean(axis=0), "-" + marker, markersize=3, color=color, label=label)
+    ax.fill_between(x, y.min(axis=0), y.max(axis=0), color=color, alpha=0.15)
+
+
+def save_figure(fig, path: str) -> None:
+    """Lay out, write ``path`` at 120 dpi and release the figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
