@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from envs.core import Box, Environment, max_episode_steps, reward_shape
@@ -235,6 +236,27 @@ class ClipAction(Wrapper):
     def step(self, key, state, action, params=None):
         space = self.action_space(params if params is not None else self.default_params)
         return super().step(key, state, jnp.clip(action, space.low, space.high), params)
+
+
+class FlattenObservation(Wrapper):
+    """Flattens image-like observations (e.g. MinAtar's [10, 10, C]) to vectors for MLP policies."""
+
+    def observation_space(self, params=None):
+        inner = self._env.observation_space(params)
+        size = int(np.prod(inner.shape))
+        low, high = (jnp.reshape(jnp.broadcast_to(b, inner.shape), (size,)) for b in (inner.low, inner.high))
+        return Box(low=low, high=high, shape=(size,), dtype=inner.dtype)
+
+    def reset(self, key, params=None):
+        obs, state = super().reset(key, params)
+        return obs.reshape(-1), state
+
+    def step(self, key, state, action, params=None):
+        obs, state, reward, terminated, truncated, info = super().step(key, state, action, params)
+        info = dict(info)
+        if "final_observation" in info:
+            info["final_observation"] = info["final_observation"].reshape(-1)
+        return obs.reshape(-1), state, reward, terminated, truncated, info
 
 
 def to_box(action, box):

@@ -1,7 +1,9 @@
 """Paper reproductions and benchmarks: ``python -m experiments NAME [--flags]``.
 
 Each experiment module defines ``DESCRIPTION``, ``add_arguments(parser)`` and
-``main(args) -> dict`` (the result it wrote to ``result.json``).
+``main(args) -> dict`` (the result it wrote to ``result.json``). One module can
+serve several names through presets: ``"module:preset"`` entries call the
+module's ``variant(preset)``, which returns those three with the preset's defaults.
 """
 
 import importlib
@@ -26,8 +28,14 @@ EXPERIMENTS = {
     "cmorl-dst": "experiments.cmorl_dst",
     "mamql-gems": "experiments.mamql_gems",
     "iqlearn": "experiments.iqlearn",
+    "talpo-cartpole": "experiments.talpo:cartpole",
+    "talpo-minatar": "experiments.talpo:minatar",
+    "talpo-brax": "experiments.talpo:brax",
 }
 
 
 def load(name: str):
-    return importlib.import_module(EXPERIMENTS[name])
+    """The experiment module, or for ``"module:preset"`` entries the module's ``variant(preset)``."""
+    module, _, preset = EXPERIMENTS[name].partition(":")
+    module = importlib.import_module(module)
+    return module.variant(preset) if preset else module

@@ -13,6 +13,7 @@ import numpy as np
 import rljax  # noqa: F401
 from rljax.agents import ppo, sac
 from rljax.core import loop as loop_lib
+from rljax.core import sharding
 
 
 def run(trainer, hparams, num_seeds, shard, keys=("loss", "episode_return", "value_loss")):
@@ -59,6 +60,30 @@ def lm_data_parallel():
     }
 
 
+def lpo_population_sharding():
+    """One ES generation of LPO lifetimes: the population over 8 devices gives the unsharded fitnesses."""
+    from rljax.agents import lpo
+    from rljax.core import es
+
+    # initializer="torch": XLA's CPU runtime hangs on the orthogonal init's QR inside a sharded program.
+    config = lpo.LPOConfig(ppo=ppo.PPOConfig(num_envs=4, num_steps=8, num_minibatches=2, total_timesteps=4 * 8 * 3,
+                                             update_epochs=2, eval_episodes=2, initializer="torch"), temporal=True)
+    fitness = lpo.lifetime_fitness(config)
+    es_config = es.ESConfig(population_size=16, sigma=1.0, task_sharing="pair")
+    strategy = es.make_strategy(es_config, lpo.init_drift(jax.random.PRNGKey(0), config))
+    state = strategy.init(jax.random.PRNGKey(1), lpo.init_drift(jax.random.PRNGKey(0), config),
+                          strategy.default_params)
+    out = {}
+    for name, mesh in (("single", None), ("sharded", sharding.make_mesh("pop"))):
+        generation = jax.jit(es.make_generation(fitness, strategy, es_config, mesh))
+        _, fit, _ = generation(state, jax.random.PRNGKey(2))
+        out[name] = np.asarray(fit)
+        if mesh is not None:
+            out["devices"] = len({s.device for s in fit.addressable_shards})
+    return {"lpo_es_fitness_single": out["single"].tolist(), "lpo_es_fitness_sharded": out["sharded"].tolist(),
+            "lpo_es_fitness_devices": out["devices"]}
+
+
 def main():
     assert jax.device_count() == 8, jax.devices()
     report = {"devices": jax.device_count()}
@@ -91,6 +116,7 @@ def main():
     report["population_leaf_shape"] = list(leaf.shape)
 
     report |= lm_data_parallel()
+    report |= lpo_population_sharding()
 
     env_leaf = jax.tree.leaves(envs.state.env.obs)[0]
     report["envs_shard_shapes"] = sorted({tuple(s.data.shape) for s in env_leaf.addressable_shards})

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,3 +57,11 @@ def test_dpo_data_parallel_matches_single_device(report):
     assert report["dpo_param_change"] > 1e-3  # it trained
     assert report["dpo_data_parallel_max_param_diff"] < 1e-5
     assert report["dpo_data_parallel_max_loss_diff"] < 1e-5
+
+
+def test_es_population_sharded_over_8_devices_gives_the_same_fitnesses(report):
+    single = np.asarray(report["lpo_es_fitness_single"])
+    sharded = np.asarray(report["lpo_es_fitness_sharded"])
+    assert single.shape == (16,) and len(set(single.round(3))) > 2  # members differ: a real comparison
+    np.testing.assert_allclose(sharded, single, rtol=1e-5)
+    assert report["lpo_es_fitness_devices"] == 8  # the fitness vector really lives on all 8 devices

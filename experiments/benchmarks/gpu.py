@@ -8,7 +8,8 @@ throughput of the same wrapped env beside it; PPO CartPole (PureJaxRL
 defaults, 5e5 steps) for 1 seed and for 256 vmapped seeds; SAC on brax
 halfcheetah; DPO on a 124M GPT-2-shaped model in bf16 (32 pairs x 512 tokens),
 tokens/s and model FLOPs utilisation (``dpo_throughput``'s ``gpt2-124m-bf16``
-preset). Compile time is reported apart from run time (best of --repeats).
+preset); one OpenES generation of 64 TA-LPO lifetimes on Breakout-MinAtar against
+one lifetime (``meta_es``). Compile time is reported apart from run time (best of --repeats).
 Reference from ../shared/offline-gpu/README.md (H100, PureJaxRL-style PPO):
 CartPole 256 seeds x 5e5 steps in 9.4 s run + 8.5 s compile.
 """
@@ -19,6 +20,7 @@ import argparse
 import dataclasses
 import json
 
+from experiments.benchmarks import meta_es
 from experiments.benchmarks.dpo_throughput import rljax_dpo_throughput
 from experiments.benchmarks.throughput import raw_env_throughput, training_throughput, write_report
 from rljax.agents import ppo, sac
@@ -58,6 +60,11 @@ def main(argv=None) -> dict:
 
     results["dpo gpt2-124m bf16"] = rljax_dpo_throughput("smoke" if args.quick else "gpt2-124m-bf16", steps=10, chunk=5)
     print("dpo", json.dumps({k: results["dpo gpt2-124m bf16"].get(k) for k in ("tokens_per_second", "mfu")}), flush=True)
+
+    # Issue 8: one OpenES generation of 64 TA-LPO lifetimes on Breakout-MinAtar vs one lifetime.
+    results["meta-es minatar"] = meta_es.measure("minatar", 4 if args.quick else 64, meta_es.LIFETIME_UPDATES["minatar"],
+                                                 args.repeats, args.quick)
+    print("meta-es", json.dumps(results["meta-es minatar"]), flush=True)
 
     return write_report("gpu", args.quick, results, args.out)
 

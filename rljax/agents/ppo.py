@@ -27,7 +27,7 @@ from rljax.core.evaluation import episode_returns
 from rljax.core.networks import ActorCritic
 from rljax.core.returns import gae
 from rljax.core.trainer import Trainer
-from rljax.losses.policy_gradient import PPOBatch, ppo_loss
+from rljax.losses.policy_gradient import PPOBatch, Surrogate, ppo_clip_surrogate, ppo_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +43,9 @@ class PPOConfig:
     num_minibatches: int = 4
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
+    # "torch": PyTorch's nn.Linear init. On CPU hosts with forced devices, XLA's runtime can hang when the
+    # orthogonal init's QR runs inside a population sharded over those devices; "torch" needs no QR.
+    initializer: str = "orthogonal"
     anneal_lr: bool = True  # linear decay to 0 over the run
     normalize_obs: bool = False
     normalize_reward: bool = False  # scale rewards by the running std of the discounted return
@@ -131,6 +134,8 @@ def make_env(config: PPOConfig, *, training: bool = True):
         )
     if not envs.is_discrete(env, env_params):
         env = wrappers.ClipAction(env)
+    if len(envs.observation_shape(env, env_params)) > 1:  # images (MinAtar): the MLP sees them flat
+        env = wrappers.FlattenObservation(env)
     if training:
         if config.normalize_obs:
             env = wrappers.NormalizeObservation(env, axis_name=rollout_lib.ENV_AXIS)
@@ -143,7 +148,7 @@ def make_env(config: PPOConfig, *, training: bool = True):
 def make_network(config: PPOConfig, env, env_params) -> ActorCritic:
     return ActorCritic(
         action_dim=envs.action_dim(env, env_params), discrete=envs.is_discrete(env, env_params),
-        hidden_sizes=config.hidden_sizes, activation=config.activation,
+        hidden_sizes=config.hidden_sizes, activation=config.activation, initializer=config.initializer,
     )
 
 
@@ -159,7 +164,8 @@ def observation_normalizer(config: PPOConfig, state: PPOState):
     return stats.normalize
 
 
-def make_train(config: PPOConfig) -> Trainer:
+def make_train(config: PPOConfig, surrogate: Surrogate = ppo_clip_surrogate) -> Trainer:
+    """PPO's trainer. ``surrogate`` replaces the clipped policy objective (LPO's learned drift)."""
     env, env_params = make_env(config)
     eval_env, _ = make_env(config, training=False)
     network = make_network(config, env, env_params)
@@ -217,10 +223,13 @@ def make_train(config: PPOConfig) -> Trainer:
         # 3. update_epochs passes over shuffled minibatches.
         tx = optimizer(hp)
         grad_fn = jax.value_and_grad(ppo_loss, has_aux=True)
+        progress = state.update_step / num_updates  # n / N, for temporally-aware surrogates
 
         def minibatch_step(carry, minibatch):
             params, opt_state = carry
-            (loss, aux), grads = grad_fn(params, network.apply, minibatch, hp, config.normalize_advantages)
+            (loss, aux), grads = grad_fn(
+                params, network.apply, minibatch, hp, config.normalize_advantages, surrogate, progress
+            )
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), {"loss": loss, **aux}
 

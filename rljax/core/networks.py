@@ -72,17 +72,20 @@ class ActorCritic(nn.Module):
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
     value_dim: int | None = None
+    initializer: str = "orthogonal"  # see MLP
 
     @nn.compact
     def __call__(self, obs):
         obs = obs.reshape(obs.shape[:-1] + (-1,)) if obs.ndim > 1 else obs
-        head = MLP(self.hidden_sizes, self.action_dim, self.activation, out_scale=0.01, name="actor")(obs)
+        head = MLP(self.hidden_sizes, self.action_dim, self.activation, out_scale=0.01, initializer=self.initializer,
+                   name="actor")(obs)
         if self.discrete:
             pi = distrax.Categorical(logits=head)
         else:
             log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
             pi = distrax.MultivariateNormalDiag(head, jnp.exp(log_std))
-        value = MLP(self.hidden_sizes, self.value_dim or 1, self.activation, out_scale=1.0, name="critic")(obs)
+        value = MLP(self.hidden_sizes, self.value_dim or 1, self.activation, out_scale=1.0,
+                    initializer=self.initializer, name="critic")(obs)
         return pi, (value if self.value_dim else value[..., 0])
 
 

@@ -1,4 +1,4 @@
-"""Policy-gradient losses (PPO's clipped surrogate; later: MDPO, learned drift).
+"""Policy-gradient losses: PPO's clipped surrogate, and the mirror-learning surrogate with a drift.
 
 Every function is pure; ``aux`` is a flat dict of scalars for logging.
 """
@@ -45,6 +45,32 @@ def clipped_surrogate(log_prob, old_log_prob, advantage, clip_eps):
     return loss, aux
 
 
+def drift_surrogate(log_prob, old_log_prob, advantage, drift):
+    """A mirror-learning surrogate as a loss: L = -E[r A - D],  r = pi(a|s) / pi_old(a|s).
+
+    ``drift`` is D evaluated per sample (same shape as ``advantage``), computed by the
+    caller from the same ratio, e.g. LPO's learned drift (``rljax.agents.lpo``). PPO-clip
+    is the special case D = ReLU((r - clip(r, 1 - eps, 1 + eps)) A) (Kuba et al., 2022).
+    """
+    ratio = jnp.exp(log_prob - old_log_prob)
+    loss = -(ratio * advantage - drift).mean()
+    aux = {
+        "drift": drift.mean(),
+        "approx_kl": ((ratio - 1.0) - (log_prob - old_log_prob)).mean(),
+    }
+    return loss, aux
+
+
+def ppo_clip_surrogate(log_prob, old_log_prob, advantage, hp, progress):
+    """PPO's surrogate in the ``Surrogate`` signature that ``ppo_loss`` takes (ignores ``progress``)."""
+    del progress
+    return clipped_surrogate(log_prob, old_log_prob, advantage, hp.clip_eps)
+
+
+# (log_prob, old_log_prob, advantage, hp, progress) -> (loss, aux); progress = n / N in [0, 1].
+Surrogate = Callable[[jax.Array, jax.Array, jax.Array, Any, jax.Array], tuple[jax.Array, dict]]
+
+
 def clipped_value_loss(value, old_value, target, clip_eps):
     """0.5 * E[max((V - G)^2, (V_old + clip(V - V_old, -eps, eps) - G)^2)] (PPO2 / PureJaxRL)."""
     value_clipped = old_value + jnp.clip(value - old_value, -clip_eps, clip_eps)
@@ -57,17 +83,44 @@ def ppo_loss(
     batch: PPOBatch,
     hp: Any,
     normalize_advantages: bool = True,
+    surrogate: Surrogate = ppo_clip_surrogate,
+    progress: jax.Array | float = 0.0,
 ):
-    """PPO-clip actor-critic loss: surrogate + vf_coef * value loss - ent_coef * entropy.
+    """PPO actor-critic loss: surrogate + vf_coef * value loss - ent_coef * entropy.
 
     ``apply_fn(params, obs) -> (distrax distribution, value)``; ``hp`` needs
-    ``clip_eps``, ``vf_coef`` and ``ent_coef``.
+    ``clip_eps``, ``vf_coef`` and ``ent_coef``. ``surrogate`` is the policy term
+    (PPO-clip by default; LPO passes its learned drift); ``progress`` = n / N, the
+    fraction of training done, for temporally-aware surrogates.
     """
     pi, value = apply_fn(params, batch.obs)
     log_prob = pi.log_prob(batch.action)
     advantage = normalize(batch.advantage) if normalize_advantages else batch.advantage
-    policy_loss, aux = clipped_surrogate(log_prob, batch.log_prob, advantage, hp.clip_eps)
+    policy_loss, aux = surrogate(log_prob, batch.log_prob, advantage, hp, progress)
     value_loss = clipped_value_loss(value, batch.value, batch.target, hp.clip_eps)
     entropy = pi.entropy().mean()
     total = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
     return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy, **aux}
+
+
+def learned_policy_gradient_loss(log_prob, y_logits, pi_hat, y_hat, alpha_y):
+    """LPG's agent update as a loss (Oh et al., 2020, eq. 2, negated for descent):
+
+        Delta theta  propto  E[ grad log pi(a|s) pi_hat  -  alpha_y grad KL(y(s) || y_hat) ]
+        L(theta) = -mean(log pi(a|s) * pi_hat) + alpha_y * mean(KL(y(s) || y_hat))
+
+    ``log_prob [...]``: log pi(a_t|s_t) of the taken actions. ``y_logits [..., m]``: the
+    agent's prediction logits, y(s) = softmax(y_logits). ``pi_hat [...]`` and ``y_hat [..., m]``
+    (a distribution over the m bins) are the meta-network's targets; they are constants
+    for the agent (stop-gradient), so d L / d log_prob = -pi_hat / log_prob.size and the
+    KL term's gradient vanishes where y(s) = y_hat.
+    """
+    pi_hat = jax.lax.stop_gradient(pi_hat)
+    y_hat = jax.lax.stop_gradient(y_hat)
+    log_y = jax.nn.log_softmax(y_logits, axis=-1)
+    log_y_hat = jnp.log(jnp.maximum(y_hat, jnp.finfo(y_hat.dtype).tiny))  # a bin that underflowed to 0
+    kl = jnp.sum(jnp.exp(log_y) * (log_y - log_y_hat), axis=-1)
+    policy_loss = -(log_prob * pi_hat).mean()
+    prediction_loss = kl.mean()
+    loss = policy_loss + alpha_y * prediction_loss
+    return loss, {"policy_loss": policy_loss, "prediction_kl": prediction_loss, "pi_hat": pi_hat.mean()}
