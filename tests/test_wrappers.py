@@ -105,3 +105,14 @@ def test_normalize_reward_divides_by_the_std_of_the_discounted_return():
         np.testing.assert_allclose(traj.reward[t], 1.0 / np.sqrt(float(stats.var) + 1e-8), rtol=1e-5)
     # EpisodeStatistics inside the wrapper reports the raw return of the finished episode
     np.testing.assert_allclose(traj.info["returned_episode_return"][4], 5.0)
+
+
+def test_flatten_observation_flattens_obs_space_and_final_observation():
+    env, params = envs.make("gymnax/Breakout-MinAtar")
+    flat = wrappers.FlattenObservation(env)
+    assert envs.observation_shape(flat, params) == (400,)
+    obs, state = flat.reset(jax.random.PRNGKey(0), params)
+    inner_obs, _ = env.reset(jax.random.PRNGKey(0), params)
+    np.testing.assert_array_equal(np.asarray(obs), np.asarray(inner_obs).reshape(-1))
+    obs, state, _, _, _, info = flat.step(jax.random.PRNGKey(1), state, 0, params)
+    assert obs.shape == (400,) and info["final_observation"].shape == (400,)
