@@ -159,6 +159,7 @@ def test_population_vmap_of_lifetime_fitness_equals_separate_calls():
     assert np.all((np.asarray(together) >= 0.0) & (np.asarray(together) <= 1.0))
 
 
+@pytest.mark.slow  # three compiles of a TA-LPG generation; ES resume itself is in tests/test_es.py's default tier
 def test_es_meta_train_writes_metrics_and_resumes(tmp_path):
     config = lpg.LPGConfig(**{**TINY.__dict__, "num_updates": 3, "temporal": True})
     fitness = lpg.lifetime_fitness(config, min_updates=1)

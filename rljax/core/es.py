@@ -82,13 +82,10 @@ def pairwise_rank_fitness(fitness: jax.Array) -> jax.Array:
 
 
 def _minimised_shaping(kind: str):
-    """evosax minimises; we maximise. Shapes ``-shaped(fitness)`` so lower = better for evosax."""
+    """evosax minimises and is handed -fitness: centred ranks of it, or minus the pairwise scores of fitness."""
     if kind == "centered_rank":
-        return lambda population, fitness, state, params: centered_rank_fitness_shaping_fn(
-            population, fitness, state, params
-        )
-    # pairwise: evosax receives -fitness, so the winner of a pair has the smaller value.
-    return lambda population, fitness, state, params: -pairwise_rank_fitness(-fitness)
+        return centered_rank_fitness_shaping_fn
+    return lambda population, negative_fitness, state, params: -pairwise_rank_fitness(-negative_fitness)
 
 
 def make_strategy(config: ESConfig, init_params: Any) -> evosax_algorithms.Open_ES:
@@ -101,10 +98,10 @@ def make_strategy(config: ESConfig, init_params: Any) -> evosax_algorithms.Open_
 
 def task_keys(config: ESConfig, key: jax.Array) -> jax.Array:
     """Inner-run keys ``[P, seeds_per_member, 2]``, shared per the config's ``task_sharing``."""
-    P_, S = config.population_size, config.seeds_per_member
+    members, seeds = config.population_size, config.seeds_per_member
     if config.task_sharing == "population":
-        return jnp.broadcast_to(jax.random.split(key, S), (P_, S, 2))
-    pair_keys = jax.random.split(key, (P_ // 2) * S).reshape(P_ // 2, S, 2)
+        return jnp.broadcast_to(jax.random.split(key, seeds), (members, seeds, 2))
+    pair_keys = jax.random.split(key, (members // 2) * seeds).reshape(members // 2, seeds, 2)
     return jnp.concatenate([pair_keys, pair_keys])
 
 
