@@ -1,7 +1,6 @@
 """rljax.core.es: OpenES meta-training maximises, shares task keys as configured, ranks pairs, and resumes exactly."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp

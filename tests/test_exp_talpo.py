@@ -1,5 +1,6 @@
 """The talpo experiments (one script, three presets) and the meta-ES benchmark."""
 
+import argparse
 import json
 
 import numpy as np
@@ -55,3 +56,19 @@ def test_meta_es_benchmark_writes_json(tmp_path):
     r = report["results"]["cartpole"]
     assert r["population"] == 4 and r["generation"]["run_s"] > 0 and r["population_speedup"] > 0
     assert json.loads((tmp_path / "b.json").read_text())["benchmark"] == "meta_es"
+
+
+@pytest.mark.slow
+def test_full_cartpole_run_shows_the_claims(tmp_path):
+    """The paper's claims at CPU scale (about 9 minutes on one core); figures in the README."""
+    result = load("talpo-cartpole").main(argparse.Namespace(**_defaults("talpo-cartpole", str(tmp_path / "run"))))
+    claims = result["claims"]
+    assert claims["talpo_ge_lpo_every_horizon"]["holds"], claims
+    assert claims["drift_changes_over_lifetime"]["relative_change"] >= 0.1
+    assert claims["lpo_matches_ppo"]["holds"] and claims["talpo_matches_ppo"]["holds"]
+
+
+def _defaults(name: str, out: str) -> dict:
+    parser = argparse.ArgumentParser()
+    load(name).add_arguments(parser)
+    return vars(parser.parse_args(["--out", out, "--no-progress"]))
