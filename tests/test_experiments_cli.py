@@ -65,6 +65,7 @@ def test_bad_override_names_the_field(tmp_path):
         cli(["ppo", *TINY, "--out", str(tmp_path / "x"), "--set", "num_step=3"])
 
 
+@pytest.mark.slow  # op by op: 20 s of dispatch for a tiny run
 def test_debug_mode_runs_without_jit(tmp_path):
     # A subprocess: --debug flips global jax flags.
     out = tmp_path / "dbg"
