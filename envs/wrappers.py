@@ -110,6 +110,16 @@ class EpisodeStatistics(Wrapper):
         return obs, new_state, reward, terminated, truncated, info
 
 
+def episode_metrics(info: dict) -> dict:
+    """Training metrics from a time-major rollout's ``EpisodeStatistics`` info ``[T, N, ...]``: the last
+    finished episode's return and length at the final step (mean over envs), and episodes finished."""
+    return {
+        "episode_return": info["returned_episode_return"][-1].mean(),
+        "episode_length": info["returned_episode_length"][-1].mean(),
+        "episodes_finished": info["returned_episode"].sum(),
+    }
+
+
 # ---------------------------------------------------------------- observation normalisation
 
 
@@ -257,6 +267,11 @@ class FlattenObservation(Wrapper):
         if "final_observation" in info:
             info["final_observation"] = info["final_observation"].reshape(-1)
         return obs.reshape(-1), state, reward, terminated, truncated, info
+
+
+def flatten_images(env, params):
+    """``env`` with multi-dimensional observations (MinAtar's images) flattened for MLP policies; else ``env``."""
+    return FlattenObservation(env) if len(env.observation_space(params).shape) > 1 else env
 
 
 def to_box(action, box):

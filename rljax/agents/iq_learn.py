@@ -490,9 +490,7 @@ def make_train(config: IQLearnConfig, demos: Demonstrations) -> IQLearnTrainer:
             return s, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), metrics)
 
         state, metrics = jax.lax.cond(state.env_steps >= config.learning_starts, learn, skip, state, grad_key)
-        last_info = jax.tree.map(lambda x: x[-1], traj.info)
-        metrics["episode_return"] = last_info["returned_episode_return"].mean()
-        metrics["episode_length"] = last_info["returned_episode_length"].mean()
+        metrics |= wrappers.episode_metrics(traj.info)
         return state, metrics
 
     def evaluate(state: IQLearnState, key: jax.Array) -> dict[str, jax.Array]:

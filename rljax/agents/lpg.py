@@ -234,7 +234,7 @@ class LPGState:
 
 
 def make_env(config: LPGConfig, *, training: bool = True):
-    """The env, with episode statistics for training; LPG's policy is categorical."""
+    """The env (images flattened), with episode statistics for training; LPG's policy is categorical."""
     env, env_params = envs.make(config.env)
     if not envs.is_discrete(env, env_params):
         raise ConfigError(f"LPGConfig.env = {config.env!r}: expected discrete actions (LPG's policy is "
@@ -242,6 +242,7 @@ def make_env(config: LPGConfig, *, training: bool = True):
     if envs.reward_shape(env) != ():
         raise ConfigError(f"LPGConfig.env = {config.env!r}: expected scalar rewards, got shape "
                           f"{envs.reward_shape(env)}")
+    env = wrappers.flatten_images(env, env_params)
     return (wrappers.EpisodeStatistics(env) if training else env), env_params
 
 
@@ -302,13 +303,7 @@ def make_train(config: LPGConfig) -> Trainer:
         params, opt_state = jax.tree.map(lambda new, old: jnp.where(live, new, old),
                                          (params, opt_state), (state.params, state.opt_state))
 
-        last_info = jax.tree.map(lambda x: x[-1], traj.info)
-        metrics = {
-            "loss": loss, **aux, "pi_hat_std": pi_hat.std(),
-            "episode_return": last_info["returned_episode_return"].mean(),
-            "episode_length": last_info["returned_episode_length"].mean(),
-            "episodes_finished": traj.info["returned_episode"].sum(),
-        }
+        metrics = {"loss": loss, **aux, "pi_hat_std": pi_hat.std(), **wrappers.episode_metrics(traj.info)}
         new_state = LPGState(params=params, opt_state=opt_state, env=env_carry, key=key,
                              update_step=state.update_step + live.astype(jnp.int32), hparams=hp)
         return new_state, metrics

@@ -134,8 +134,7 @@ def make_env(config: PPOConfig, *, training: bool = True):
         )
     if not envs.is_discrete(env, env_params):
         env = wrappers.ClipAction(env)
-    if len(envs.observation_shape(env, env_params)) > 1:  # images (MinAtar): the MLP sees them flat
-        env = wrappers.FlattenObservation(env)
+    env = wrappers.flatten_images(env, env_params)
     if training:
         if config.normalize_obs:
             env = wrappers.NormalizeObservation(env, axis_name=rollout_lib.ENV_AXIS)
@@ -245,10 +244,7 @@ def make_train(config: PPOConfig, surrogate: Surrogate = ppo_clip_surrogate) -> 
         )
 
         metrics = {name: value.mean() for name, value in losses.items()}
-        last_info = jax.tree.map(lambda x: x[-1], traj.info)
-        metrics["episode_return"] = last_info["returned_episode_return"].mean()
-        metrics["episode_length"] = last_info["returned_episode_length"].mean()
-        metrics["episodes_finished"] = traj.info["returned_episode"].sum()
+        metrics |= wrappers.episode_metrics(traj.info)
         new_state = PPOState(
             params=params, opt_state=opt_state, env=env_carry, key=key,
             update_step=state.update_step + 1, hparams=hp,

@@ -293,9 +293,7 @@ def make_train(config: SACConfig) -> Trainer:
 
         state, losses = jax.lax.cond(state.env_steps >= config.learning_starts, learn, skip, state)
         metrics = {name: value.mean() for name, value in losses.items()}
-        last_info = jax.tree.map(lambda x: x[-1], traj.info)
-        metrics["episode_return"] = last_info["returned_episode_return"].mean()
-        metrics["episode_length"] = last_info["returned_episode_length"].mean()
+        metrics |= wrappers.episode_metrics(traj.info)
         return state, metrics
 
     def evaluate(state: SACState, key: jax.Array) -> dict[str, jax.Array]:
