@@ -26,6 +26,7 @@ EXPERIMENTS = {
     "recoil": "experiments.recoil",
     "fdvl-vs-xql": "experiments.fdvl_vs_xql",
     "cmorl-dst": "experiments.cmorl_dst",
+    "cmorl-mujoco": "experiments.cmorl_mujoco",
     "mamql-gems": "experiments.mamql_gems",
     "iqlearn": "experiments.iqlearn",
     "talpo-cartpole": "experiments.talpo:cartpole",

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import time
 
@@ -111,11 +112,9 @@ def score(points, front: np.ndarray) -> dict:
             "sparsity": sparsity(nd), "front": nd.tolist()}
 
 
-def _summary(per_seed: list[dict]) -> dict:
-    out = {"per_seed": per_seed}
-    for key in ("treasures_found", "hypervolume", "hypervolume_fraction", "expected_utility", "sparsity"):
-        out[key] = mean_ci95([s[key] for s in per_seed])
-    return out
+def summarize(per_seed: list[dict], keys) -> dict:
+    """``{"per_seed": per_seed, key: mean and 95% CI over seeds for each of keys}``."""
+    return {"per_seed": per_seed, **{key: mean_ci95([s[key] for s in per_seed]) for key in keys}}
 
 
 def _plot(results: dict, front: np.ndarray, run_dir: str) -> None:
@@ -164,11 +163,14 @@ def main(args: argparse.Namespace) -> dict:
           f"(stage 1 {config.stage1_env_steps(k)}, stage 2 {extra_steps}) -> {run_dir}")
     start = time.perf_counter()
     key = jax.random.PRNGKey(args.seed)
-    stage1 = cmorl.train_stage1(config, hparams, jax.random.fold_in(key, 1), args.seeds)
+    programs = cmorl.make_stage1(config)  # compiled once: stage 1 and the baseline's continuation
+    chunk = math.gcd(config.stage1_updates, extra_updates)
+    stage1 = cmorl.train_stage1(config, hparams, jax.random.fold_in(key, 1), args.seeds, stage1=programs, chunk=chunk)
     t_stage1 = time.perf_counter() - start
     print(f"stage 1 done ({t_stage1:.0f} s)")
     baseline_states, baseline_returns = cmorl.train_stage1(config, hparams, jax.random.fold_in(key, 1), args.seeds,
-                                                           num_updates=extra_updates, initial_states=stage1[0])
+                                                           num_updates=extra_updates, initial_states=stage1[0],
+                                                           stage1=programs, chunk=chunk)
     t_baseline = time.perf_counter() - start - t_stage1
     print(f"stage 1 alone: {extra_updates} more updates per policy ({t_baseline:.0f} s)")
     out = cmorl.run(config, hparams, jax.random.fold_in(key, 2), args.seeds, stage1_states=stage1)
@@ -179,7 +181,8 @@ def main(args: argparse.Namespace) -> dict:
         results["cmorl"].append(score(out["archives"][s].returns, front))
         results["stage1_only"].append(score(baseline_returns[s * m:(s + 1) * m], front))
         results["stage1"].append(score(stage1[1][s * m:(s + 1) * m], front))
-    results = {name: _summary(r) for name, r in results.items()}
+    results = {name: summarize(r, ("treasures_found", "hypervolume", "hypervolume_fraction", "expected_utility",
+                                          "sparsity")) for name, r in results.items()}
     c, b = results["cmorl"], results["stage1_only"]
     interior = [float(t) for t in front[1:-1, 0]]
     claims = {

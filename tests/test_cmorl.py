@@ -175,3 +175,20 @@ def test_full_experiment_claims(tmp_path):
     cli(["cmorl-dst", "--no-progress", "--out", str(out)])
     claims = json.loads((out / "result.json").read_text())["claims"]
     assert all(c["holds"] for c in claims.values()), claims
+
+
+def test_stage1_in_chunks_and_continued_equals_one_run():
+    """The weight-sweep baseline continues stage 1's states: 2 + 2 updates (in chunks of 1) = 4 at once."""
+    config = cmorl.CMORLConfig(moppo=TINY, stage1_updates=2)
+    programs = cmorl.make_stage1(config)
+    key, hp = jax.random.PRNGKey(3), cmorl.CMORLHParams()
+    first, _ = cmorl.train_stage1(config, hp, key, 1, stage1=programs, chunk=1)
+    continued, returns = cmorl.train_stage1(config, hp, key, 1, num_updates=2, initial_states=first,
+                                            stage1=programs, chunk=1)
+    at_once, at_once_returns = cmorl.train_stage1(config, hp, key, 1, num_updates=4, stage1=programs)
+    assert returns.shape == (6, 2) and int(continued.update_step[0]) == 4
+    for a, b in zip(jax.tree.leaves(continued.params), jax.tree.leaves(at_once.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(returns, at_once_returns, rtol=1e-5, atol=1e-5)
+    with pytest.raises(Exception, match="chunk = 3 must be positive and divide num_updates = 4"):
+        programs.train(first, 4, chunk=3)

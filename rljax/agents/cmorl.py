@@ -65,6 +65,7 @@ between minibatches; below ``barrier_eps`` the log is continued linearly
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -414,34 +415,77 @@ def run(config: CMORLConfig, hp: CMORLHParams, key: jax.Array, num_seeds: int = 
     return {"archives": archives, "history": history, "preferences": prefs}
 
 
-def train_stage1(config: CMORLConfig, hp: CMORLHParams, key: jax.Array, num_seeds: int, num_updates: int | None = None,
-                 initial_states=None):
-    """Stage 1: M MOPPO policies per seed in one vmapped call -> (states [seeds*M], eval returns [seeds*M, k]).
+@dataclasses.dataclass(frozen=True)
+class Stage1:
+    """Stage 1's M policies per seed as ONE vmapped batch of MOPPO states (leading axis ``seeds * M``).
 
-    ``initial_states``: continue these states (the stage-1-only baseline at equal env steps).
+    Built once per config so that its programs compile once and serve stage 1 and a
+    weight-sweep baseline that continues the same policies (``train`` with any number
+    of updates, in chunks of ``chunk`` updates: one compile per distinct chunk length).
+
+    * ``init(key, hp, num_seeds) -> states``: preference ``simplex_grid(k, step)[m]`` for state ``s * M + m``;
+    * ``train(states, num_updates, chunk=None, log=None) -> states``: ``chunk`` updates per jitted call
+      (default: all at once), ``log`` called after each chunk with a progress line;
+    * ``evaluate(states, key) -> returns [seeds * M, k]``: mean deterministic return per policy.
     """
+
+    config: CMORLConfig
+    preferences: np.ndarray  # [M, k]
+    init: Callable
+    train: Callable
+    evaluate: Callable
+
+
+def make_stage1(config: CMORLConfig) -> Stage1:
     mcfg = dataclasses.replace(config.moppo, total_timesteps=config.stage1_updates * config.moppo.batch_size)
     trainer = moppo.make_train(mcfg)
     comp = moppo.make_components(mcfg)
     prefs = config.preferences(comp.num_objectives)
     m = len(prefs)
-    preference = jnp.asarray(np.tile(prefs, (num_seeds, 1)), jnp.float32)
-    mhp = _batched_moppo_hparams(hp, preference)
-    init_key, eval_key = jax.random.split(key)
-    keys = jax.random.split(init_key, num_seeds * m)
-    updates = num_updates if num_updates is not None else config.stage1_updates
-    require(updates >= 0, f"train_stage1: num_updates must be >= 0, got {updates}")
+
+    def init(key, hp: CMORLHParams, num_seeds: int):
+        preference = jnp.asarray(np.tile(prefs, (num_seeds, 1)), jnp.float32)
+        keys = jax.random.split(key, num_seeds * m)
+        return jax.jit(jax.vmap(trainer.init))(keys, _batched_moppo_hparams(hp, preference))
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def run_chunk(states, updates: int):
+        return jax.vmap(lambda st: trainer.run_updates(st, updates)[0])(states)
+
+    def train(states, num_updates: int, chunk: int | None = None, log: Callable | None = None):
+        require(num_updates >= 0, f"Stage1.train: num_updates must be >= 0, got {num_updates}")
+        chunk = num_updates if chunk is None else chunk
+        require(num_updates == 0 or (chunk > 0 and num_updates % chunk == 0),
+                f"Stage1.train: chunk = {chunk} must be positive and divide num_updates = {num_updates}")
+        for done in range(chunk, num_updates + 1, chunk) if num_updates else ():
+            states = run_chunk(states, chunk)
+            if log is not None:
+                log(f"  {done}/{num_updates} updates of {len(states.update_step)} policies "
+                    f"({done * mcfg.batch_size} env steps each)")
+        return states
 
     @jax.jit
-    def train(keys, mhp, states):
-        if states is None:
-            states = jax.vmap(trainer.init)(keys, mhp)
-        states, _ = jax.vmap(lambda st: trainer.run_updates(st, updates))(states)
-        returns = jax.vmap(trainer.evaluate)(states, jax.random.split(eval_key, len(keys)))["return"].mean(axis=1)
-        return states, returns
+    def evaluate(states, key):
+        keys = jax.random.split(key, states.update_step.shape[0])
+        return jax.vmap(trainer.evaluate)(states, keys)["return"].mean(axis=1)
 
-    states, returns = train(keys, mhp, initial_states)
-    return states, np.asarray(returns)
+    return Stage1(config=config, preferences=prefs, init=init, train=train,
+                  evaluate=lambda states, key: np.asarray(evaluate(states, key)))
+
+
+def train_stage1(config: CMORLConfig, hp: CMORLHParams, key: jax.Array, num_seeds: int, num_updates: int | None = None,
+                 initial_states=None, stage1: Stage1 | None = None, chunk: int | None = None, log=None):
+    """Stage 1: M MOPPO policies per seed in one vmapped call -> (states [seeds*M], eval returns [seeds*M, k]).
+
+    ``initial_states``: continue these states (the weight-sweep baseline at equal env
+    steps); ``stage1``: reuse a ``make_stage1(config)`` (and its compiled programs).
+    """
+    stage1 = stage1 if stage1 is not None else make_stage1(config)
+    init_key, eval_key = jax.random.split(key)
+    updates = num_updates if num_updates is not None else config.stage1_updates
+    states = stage1.init(init_key, hp, num_seeds) if initial_states is None else initial_states
+    states = stage1.train(states, updates, chunk, log)
+    return states, stage1.evaluate(states, eval_key)
 
 
 def _batched_moppo_hparams(hp: CMORLHParams, preference: jax.Array) -> moppo.MOPPOHParams:
