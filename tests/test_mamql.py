@@ -310,6 +310,75 @@ def test_recovered_reward_of_the_expert_critic_is_the_true_reward_after_canonica
         np.testing.assert_allclose(np.asarray(rewards[i])[live], np.asarray(true_reward)[live], atol=1e-4)
 
 
+def test_recovered_reward_of_any_marginal_critic_is_its_log_policy_up_to_shaping(small):
+    """``Qbar - gamma E[V(s')] = log pi / lam + V(s) - gamma E[V(s')]`` for ANY critic, not only the expert's.
+
+    So after canonicalisation MAMQL's reward carries exactly the information of its own
+    policy's log-probabilities (why its reward correlation tracks BC's in mamql-gems).
+    Fails if the residual's discount, its terminal handling (V = 0 there) or its next-state
+    expectation were wrong: the difference would then not be a potential shaping.
+    """
+    _, _, game, qre = small
+    config = mamql.MAMQLConfig(num_states=game.num_states)
+    hp = mamql.MAMQLHParams(gamma=GAMMA, lam=LAM)
+    tables = 0.3 * jax.random.normal(jax.random.PRNGKey(3), (2, game.num_states, game.num_actions))
+    rewards = np.asarray(mamql.recovered_rewards(config, tables, hp, jnp.asarray(game.next_state),
+                                                 jnp.asarray(game.terminal), qre.policies))
+    log_policy = np.log(np.asarray(mamql.policy_table(config, tables, hp), np.float64)) / LAM
+    live = ~game.terminal
+    weights = np.repeat(live[:, None].astype(np.float64), game.num_actions, 1)
+    for i in range(2):
+        next_idx, probs, _ = tabular.induced_mdp(jnp.asarray(game.next_state), jnp.asarray(game.rewards),
+                                                 qre.policies, i)
+        # Not already equal: the two differ by a large shaping term ...
+        assert np.abs(rewards[i] - log_policy[i])[live].max() > 0.1
+        canon = tabular.ShapingCanonicalizer(next_idx, probs, game.terminal, weights, gamma=GAMMA)
+        # ... which the canonicalisation removes exactly (float32 tables).
+        np.testing.assert_allclose(canon(rewards[i])[live], canon(log_policy[i])[live], atol=2e-5)
+    # The wrong discount in the residual leaves a non-shaping difference behind.
+    wrong = np.asarray(mamql.recovered_rewards(config, tables, hp.replace(gamma=0.5), jnp.asarray(game.next_state),
+                                               jnp.asarray(game.terminal), qre.policies))
+    next_idx, probs, _ = tabular.induced_mdp(jnp.asarray(game.next_state), jnp.asarray(game.rewards), qre.policies, 0)
+    canon = tabular.ShapingCanonicalizer(next_idx, probs, game.terminal, weights, gamma=GAMMA)
+    assert np.abs(canon(wrong[0]) - canon(log_policy[0]))[live].max() > 1e-2
+
+
+def test_reference_policies_of_the_experiment(small):
+    """mamql-gems' references: the expert on demonstrated states (uniform elsewhere), and add-one action counts."""
+    from experiments.mamql_gems import reference_policies
+
+    _, _, game, qre = small
+    expert = np.asarray(qre.policies, np.float64)
+    S, A = game.num_states, game.num_actions
+    s0 = int(np.argmax(game.initial))
+    s1 = int(game.next_state[s0, 2, 3])
+    demos = mamql.Demonstrations(state=jnp.array([s0, s1, s0, 7], jnp.int32),
+                                 actions=jnp.array([[2, 3], [1, 1], [2, 0], [4, 4]], jnp.int32),
+                                 next_state=jnp.array([s1, 0, 0, 0], jnp.int32), terminated=jnp.zeros(4, bool),
+                                 valid=jnp.array([True, True, True, False]))  # the last row is padding
+    ref = reference_policies(qre.policies, demos, S)
+    ceiling, freq = ref["coverage_ceiling"], ref["empirical_frequencies"]
+    assert ceiling.shape == freq.shape == (2, S, A)
+    seen = np.zeros(S, bool)
+    seen[[s0, s1]] = True
+    np.testing.assert_allclose(ceiling[:, seen], expert[:, seen])
+    np.testing.assert_allclose(ceiling[:, ~seen], 1.0 / A)
+    # s0 was visited twice: agent 0 played 2, 2; agent 1 played 3, 0. Add-one: (n + 1) / (2 + A).
+    np.testing.assert_allclose(freq[0, s0], [1 / 7, 1 / 7, 3 / 7, 1 / 7, 1 / 7])
+    np.testing.assert_allclose(freq[1, s0], [2 / 7, 1 / 7, 1 / 7, 2 / 7, 1 / 7])
+    np.testing.assert_allclose(freq[1, s1], [1 / 6, 2 / 6, 1 / 6, 1 / 6, 1 / 6])
+    np.testing.assert_allclose(freq[:, 7], 1.0 / A)  # only a padding row there
+    # The exact expert policy scores 1 on the experiment's metric; the coverage ceiling less.
+    d = np.asarray(tabular.state_occupancy(game.next_state, game.terminal, game.initial, qre.policies, gamma=GAMMA))
+    w = (d * ~game.terminal)[:, None] * expert[0]
+    next_idx, probs, true_reward = tabular.induced_mdp(jnp.asarray(game.next_state), jnp.asarray(game.rewards),
+                                                       qre.policies, 0)
+    canon = tabular.ShapingCanonicalizer(next_idx, probs, game.terminal, w, gamma=GAMMA)
+    corr = lambda pol: tabular.weighted_pearson(canon(true_reward), canon(np.log(pol) / LAM), w)
+    assert corr(expert[0]) > 0.9999
+    assert corr(ceiling[0]) < 0.9
+
+
 @pytest.mark.parametrize("critic", mamql.CRITICS)
 def test_methods_run_vmapped_over_seeds_and_demonstration_sets(small, critic):
     env, params, game, qre = small
@@ -385,6 +454,9 @@ def test_quick_run_writes_all_outputs(tmp_path):
         ci = result["methods"][method]["return_percent"]["agent_0"]
         assert ci["ci95_low"] <= ci["mean"] <= ci["ci95_high"] and ci["n"] == 2
     assert set(result["claims"]) == {"return", "reward", "beats_baselines_return", "beats_baselines_reward", "all"}
+    for name in ("coverage_ceiling", "empirical_frequencies"):
+        assert np.asarray(result["references"][name]["per_seed_reward_corr"]).shape == (2, 2)
+        assert -1.0 <= result["references"][name]["reward_corr"]["agent_1"]["mean"] <= 1.0
 
 
 @pytest.fixture(scope="module")
