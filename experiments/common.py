@@ -60,3 +60,19 @@ def apply_overrides(pairs: list[str] | None, *targets: Any, **changes: Any) -> l
             known = sorted({f.name for t in targets for f in dataclasses.fields(t)})
             raise ConfigError(f"--set {field}: no such field; known fields are {known}")
     return [dataclasses.replace(t, **c) if c else t for t, c in zip(targets, per_target)]
+
+
+# The brax locomotion scale-up of the Pendulum experiments: the env that --gpu selects unless --env is given.
+GPU_ENV = "brax/hopper"
+
+
+def apply_gpu_defaults(args: argparse.Namespace, add_arguments, gpu_defaults: dict[str, Any]) -> None:
+    """With ``args.gpu``: set each flag in ``gpu_defaults`` that is still at its parser default to its
+    GPU value (flags given explicitly win, so ``--gpu --env brax/halfcheetah`` scales halfcheetah)."""
+    if not getattr(args, "gpu", False):
+        return
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for name, value in gpu_defaults.items():
+        if getattr(args, name) == parser.get_default(name):
+            setattr(args, name, value)

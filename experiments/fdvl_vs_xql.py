@@ -3,6 +3,8 @@
     python -m experiments fdvl-vs-xql                       # 1e5 mixed transitions, 4 temperatures x 5 seeds, CPU
     python -m experiments fdvl-vs-xql --dataset data/pendulum_mixed
     python -m experiments fdvl-vs-xql --quick               # smoke test
+    python -m experiments fdvl-vs-xql --gpu                 # brax hopper: 1e6 mixed transitions, 1e6 updates (GPU)
+    python -m experiments fdvl-vs-xql --gpu --env brax/halfcheetah
 
 1. Data: ``--dataset FILE`` (``make-dataset`` output) or ``make_dataset.make("mixed", ...)``:
    1e5 transitions, half from a uniform random policy, half from a "medium" SAC policy.
@@ -49,7 +51,7 @@ import jax
 import numpy as np
 
 import envs
-from experiments.common import add_run_arguments, apply_overrides, setup_run
+from experiments.common import GPU_ENV, add_run_arguments, apply_gpu_defaults, apply_overrides, setup_run
 from rljax.agents import implicit_value as iv
 from rljax.core import dataset as dataset_lib
 from rljax.core import loop as loop_lib
@@ -77,7 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--updates", type=int, default=20_000, help="gradient steps per run")
     parser.add_argument("--eval-every", type=int, default=5_000, help="gradient steps between evaluations")
-    parser.add_argument("--quick", action="store_true", help="tiny data, networks and budget: a smoke test")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--quick", action="store_true", help="tiny data, networks and budget: a smoke test")
+    scale.add_argument("--gpu", action="store_true", help=f"the brax scale-up ({GPU_ENV}, 1e6 transitions, 1e6 "
+                       "updates of batch 1024 on 256x256 networks): a GPU run")
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
                         help="override an ImplicitValueConfig or ImplicitValueHParams field for every method "
                              "(not value_loss, temperature or lam), e.g. --set batch_size=256")
@@ -97,6 +102,8 @@ def _parse_list(text: str, cast, flag: str) -> list:
 def settings(args: argparse.Namespace, method: str) -> tuple[iv.ImplicitValueConfig, iv.ImplicitValueHParams]:
     if args.quick:
         sizes = dict(hidden_sizes=(16, 16), batch_size=32, eval_episodes=2)
+    elif args.gpu:  # f-DVL's MuJoCo sizes
+        sizes = dict(hidden_sizes=(256, 256), batch_size=1024, eval_episodes=10)
     else:
         sizes = dict(hidden_sizes=(64, 64), batch_size=128, eval_episodes=10)
     config, hparams = iv.preset(method, env=args.env, num_updates=args.updates, **sizes)
@@ -273,6 +280,8 @@ def _plot(summary: dict, run_dir: str, alphas: list[float]) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
+    apply_gpu_defaults(args, add_arguments, {"env": GPU_ENV, "steps": 1_000_000, "updates": 1_000_000,
+                                             "eval_every": 50_000})
     if args.quick:
         if args.updates == 20_000:
             args.updates, args.eval_every = 40, 20

@@ -4,6 +4,7 @@
     python -m experiments iqlearn --quick                      # smoke test (seconds)
     python -m experiments iqlearn --demos data/cartpole_demo   # your own demonstrations (a Dataset file pair)
     python -m experiments iqlearn --env gymnax/Pendulum-v1     # online IQ-Learn with the SAC agent
+    python -m experiments iqlearn --gpu                        # online, brax hopper, 1e6 env steps (GPU)
 
 The official offline CartPole example (Div99/IQ-Learn README): one expert
 episode, subsampled every 20 steps (25 transitions for a 500-step episode),
@@ -41,7 +42,7 @@ import jax
 import numpy as np
 
 import envs
-from experiments.common import add_run_arguments, apply_overrides, setup_run
+from experiments.common import GPU_ENV, add_run_arguments, apply_gpu_defaults, apply_overrides, setup_run
 from rljax.agents import iq_learn
 from rljax.core import dataset as dataset_lib
 from rljax.core import loop as loop_lib
@@ -70,7 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "CartPole as the official example, else 1)")
     parser.add_argument("--updates", type=int, help="override the preset's number of updates")
     parser.add_argument("--chunk-updates", type=int, default=0, help="updates between evaluations (0: about 25 evaluations)")
-    parser.add_argument("--quick", action="store_true", help="tiny budget (and a barely trained expert): a smoke test")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--quick", action="store_true", help="tiny budget (and a barely trained expert): a smoke test")
+    scale.add_argument("--gpu", action="store_true", help=f"the brax scale-up: online IQ-Learn on {GPU_ENV} (unless "
+                       "--env), 1e6 env steps, SAC expert of 1e6 steps: a GPU run")
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config or hparams field")
     add_run_arguments(parser, NAME)
 
@@ -118,6 +122,7 @@ def plot_curve(records, path: str, title: str, gradient_steps_per_update: int, d
 
 
 def main(args: argparse.Namespace) -> dict:
+    apply_gpu_defaults(args, add_arguments, {"env": GPU_ENV})  # the brax preset sets the budget
     if args.seeds < 1 or args.episodes < 1:
         raise ConfigError(f"--seeds and --episodes: expected positive numbers, got {args.seeds} and {args.episodes}")
     config, hparams = iq_learn.preset(args.env)

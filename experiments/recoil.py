@@ -2,6 +2,7 @@
 
     python -m experiments recoil                 # Pendulum, 5 seeds per method (785 s measured on one shared core)
     python -m experiments recoil --quick         # smoke test
+    python -m experiments recoil --gpu           # brax hopper, 1e6 gradient steps (GPU; --env brax/halfcheetah)
     python -m experiments recoil --demos data/pendulum_demo   # a make-demos file instead of training an expert
 
 1. Expert: ``--demos FILE`` (``make-demos`` output, with ``expert_return`` and
@@ -48,7 +49,7 @@ import jax
 import numpy as np
 
 import envs
-from experiments.common import add_run_arguments, apply_overrides, setup_run
+from experiments.common import GPU_ENV, add_run_arguments, apply_gpu_defaults, apply_overrides, setup_run
 from rljax.agents import recoil
 from rljax.core import dataset as dataset_lib
 from rljax.core import loop as loop_lib
@@ -75,7 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default=",".join(recoil.METHODS), help="comma-separated subset of "
                                                                             f"{recoil.METHODS}")
     parser.add_argument("--updates", type=int, help=f"updates of {GRADIENT_STEPS} gradient steps (default {UPDATES})")
-    parser.add_argument("--quick", action="store_true", help="tiny budget (and a barely trained expert): a smoke test")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--quick", action="store_true", help="tiny budget (and a barely trained expert): a smoke test")
+    scale.add_argument("--gpu", action="store_true", help=f"the brax scale-up ({GPU_ENV}, 1e6 gradient steps, "
+                       "256x256 networks): a GPU run")
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
                         help="override a ReCOILConfig or ReCOILHParams field, e.g. --set beta=0.2")
     add_run_arguments(parser, NAME)
@@ -86,8 +90,9 @@ def settings(args: argparse.Namespace) -> tuple[recoil.ReCOILConfig, recoil.ReCO
         config = recoil.ReCOILConfig(env=args.env, num_updates=args.updates or 8, gradient_steps=5, batch_size=32,
                                      hidden_sizes=(32, 32), eval_episodes=2)
     else:
+        size = 256 if args.gpu else 128
         config = recoil.ReCOILConfig(env=args.env, num_updates=args.updates or UPDATES, gradient_steps=GRADIENT_STEPS,
-                                     batch_size=128, hidden_sizes=(128, 128), eval_episodes=10)
+                                     batch_size=size, hidden_sizes=(size, size), eval_episodes=10)
     config, hparams = apply_overrides(args.set, config, recoil.ReCOILHParams())
     recoil.check_hparams(hparams)
     return config, hparams
@@ -173,6 +178,7 @@ def plot(summary: dict, path: str, title: str) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
+    apply_gpu_defaults(args, add_arguments, {"env": GPU_ENV, "updates": 100_000})  # 1e6 gradient steps
     methods = [m.strip() for m in args.methods.split(",")]
     unknown = sorted(set(methods) - set(recoil.METHODS))
     if unknown:

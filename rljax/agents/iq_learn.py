@@ -165,6 +165,13 @@ PRESETS: dict[str, tuple[IQLearnConfig, IQLearnHParams]] = {
         IQLearnHParams(critic_lr=3e-4, actor_lr=3e-4, temperature=1e-2, tau=0.005),
     ),
 }
+# Brax locomotion, sized for a GPU: the same online agent for 1e6 env steps (16 envs, one gradient step per env step).
+PRESETS.update({
+    name: (dataclasses.replace(PRESETS["gymnax/Pendulum-v1"][0], env=name, num_envs=16, gradient_steps=16,
+                               num_updates=62_500, learning_starts=10_000, buffer_size=1_000_000),
+           PRESETS["gymnax/Pendulum-v1"][1])
+    for name in ("brax/hopper", "brax/halfcheetah")
+})
 
 
 def preset(env: str) -> tuple[IQLearnConfig, IQLearnHParams]:

@@ -93,6 +93,13 @@ PRESETS: dict[str, tuple[SACConfig, SACHParams]] = {
         SACHParams(),
     ),
 }
+# Brax locomotion, sized for a GPU: the SAC paper's 1e6 env steps (its Hopper budget) and one gradient
+# step per env step, with 16 envs collecting and 16 gradient steps per update; 1000-step episodes.
+PRESETS.update({
+    name: (SACConfig(env=name, num_envs=16, steps_per_update=1, gradient_steps=16, total_timesteps=1_000_000,
+                     learning_starts=10_000, buffer_size=1_000_000, eval_episodes=8), SACHParams())
+    for name in ("brax/hopper", "brax/halfcheetah")
+})
 
 
 def preset(env: str) -> tuple[SACConfig, SACHParams]:
