@@ -175,6 +175,17 @@ def test_target_distribution_is_scalarised_reward_to_the_beta():
     assert np.allclose(mogfn.target_distribution(config, w), expected / expected.sum())
 
 
+def test_default_networks_are_the_authors_run_configuration():
+    """The hypergrid runs used ``--n_layers 4 --n_hid 64`` (run_script.sh): the policy is 4 hidden
+    LeakyReLU layers of 64 over [one-hot position, w, thermometer(beta)], log Z(w, beta) 4 layers of 32."""
+    config = mogfn.MOGFNConfig(side=16)
+    params = mogfn.init_params(config, jax.random.PRNGKey(0))
+    kernels = {name: [layer["kernel"].shape for layer in params[name]["params"].values()] for name in params}
+    obs, cond = 2 * 16, 3 + 50
+    assert kernels["policy"] == [(obs + cond, 64), (64, 64), (64, 64), (64, 64), (64, 3)]
+    assert kernels["z"] == [(cond, 32), (32, 32), (32, 32), (32, 32), (32, 1)]
+
+
 def test_preference_errors_name_the_field():
     config = mogfn.MOGFNConfig(side=4, num_updates=2, batch_size=4, hidden_sizes=(8,), z_hidden_sizes=(4,))
     with pytest.raises(ConfigError, match="preference: expected 3 weights"):

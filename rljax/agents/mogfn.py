@@ -60,8 +60,10 @@ class MOGFNConfig:
     method: str = "tb"  # "tb": MOGFN-PC; "reinforce": the baseline
     num_updates: int = 2000
     batch_size: int = 128  # trajectories per update (the script's mbsize)
-    hidden_sizes: tuple[int, ...] = (64, 64, 64)  # the script's n_hid=64, n_layers=3
-    z_hidden_sizes: tuple[int, ...] = (32, 32, 32)  # the script's Z-MLP: n_hid // 2
+    # The authors ran the hypergrid script with ``--n_layers 4`` (n_hid 64; every version of
+    # recursionpharma/gflownet gflownet/examples/run_script.sh sets layers=4; the argparse default is 3):
+    hidden_sizes: tuple[int, ...] = (64, 64, 64, 64)
+    z_hidden_sizes: tuple[int, ...] = (32, 32, 32, 32)  # the script's Z-MLP: n_layers layers of n_hid // 2
     dirichlet_alpha: float = 1.5  # the script's GridEnv.reset
     beta: float = 16.0  # fixed reward exponent (used when beta_gamma is None)
     beta_gamma: tuple[float, float] | None = None  # (shape, scale): beta ~ Gamma per trajectory; the script's (2, 1)
