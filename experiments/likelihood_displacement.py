@@ -28,7 +28,10 @@ What the paper and its code do (princeton-nlp/unintentional-unalignment, read fo
   epochs (full batch), RMSprop lr 1e-7, beta 0.1; ``persona_single_example_results_printer.py``
   reports the largest decrease of log pi(y+) from any point of training to a later one.
 * Filtering (Section 6, README): keep only the 19 of 389 pairs (5%) with the lowest ln-CHES, and
-  compare each run's ``preferred_logprobs_change_mean`` on its own training set.
+  compare each run's ``preferred_logprobs_change_mean`` on its own training set (Table 16; the headline
+  measure is the refusal rate). Footnote 9: keeping up to 15% gave analogous results; keeping more, the
+  refusal rates dropped as with the full set. Each run is one epoch at batch 32 and the same lr, so the
+  filtered run takes ~1 update where the full run takes ~12.
 
 Design (one "seed" = an independent task, SFT model and pair set):
 
@@ -62,15 +65,30 @@ Design (one "seed" = an independent task, SFT model and pair set):
    Every pair-set run trains on ``num_pairs`` rows (a subset repeated), so one program serves all.
 
 **Optimiser.** Every DPO run (steps 3 to 5) uses RMSprop as the paper's (``LMTrainConfig(optimizer="rmsprop")``:
-PyTorch's RMSprop, alpha 0.99, eps 1e-8 outside the sqrt, no momentum, no bias correction), with the
-library's default gradient-norm clipping at 1.0 as before; the SFT phase keeps AdamW. The learning rate
+PyTorch's RMSprop, alpha 0.99, eps 1e-8 outside the sqrt, no momentum, no bias correction) on the raw
+gradient: no gradient-norm clipping (``Setup.dpo_max_grad_norm = 0``), as the paper's DPO trainer
+(``common_dpo/trainers/dpo_trainer.py``: backward, then ``optimizer.step()``). The earlier results below were
+measured with the library's default clipping at 1.0 (``--set dpo_max_grad_norm=1``), which was active at
+the SFT model (single-pair gradient norms up to 27, above 1 at the first update for 88% of the pairs, in 59%
+of the full-set updates) and, through RMSprop's second-moment average, changed the later steps. The SFT phase
+keeps AdamW (clipped at 1.0). The learning rate
 stays 1e-4 (3e-4 the robustness check), chosen before any RMSprop run: RMSprop's per-parameter step is
 about lr, as Adam's, so 1e-4 is the same step scale as the AdamW runs (the paper's 1e-7 is for 1B-8B
 models; this model is ~0.1M parameters). Without bias correction RMSprop's first steps are larger
 (lr / sqrt(1 - 0.99^t): 10x at t = 1, 3.2x at t = 10, 1.3x at t = 100), as in the paper's runs.
-``--optimizer adamw`` (``Setup.dpo_optimizer``) reruns the previous AdamW protocol unchanged.
+``--optimizer adamw --set dpo_max_grad_norm=1`` reruns the previous AdamW protocol unchanged.
 
-Result at the defaults (RMSprop, lr 1e-4; 3 seeds; one core of a shared 2-core CPU, 96 s): the §15(d)
+Result at the defaults (RMSprop without clipping, lr 1e-4; 3 seeds; one core, 88 s): the §15(d) claim is
+NOT reproduced, and dropping the clipping changed no conclusion. Single-pair Spearman(CHES, -Delta) = 0.23
+(seeds 0.30, 0.22, 0.18; 95% CI 0.07..0.39; p = 2e-6, 7e-4, 7e-3); pooled 0.23 (p = 2e-10); ln-CHES -0.01;
+largest decrease 0.18; after 1 update 0.22. 29% of pairs drop (median final DPO loss 0.07); single-pair
+tertiles +2.53, +4.06, -1.09 (``truncated`` pairs: lowest CHES, 56% drop, within-kind Spearman 0.72;
+``extended``: highest CHES, -5.96, 81% drop). DPO on each CHES tertile alone: -1.64 (bottom; seeds -0.19,
+-1.71, -3.02), -2.95, -3.86 (top); top minus bottom -2.22 (CI -7.9..+3.5). Full set -3.28 (CI -5.0..-1.6).
+Removing the top half by CHES / ln-CHES raises the kept pairs' Delta by +1.23 / +1.33 (CI -1.9..+4.4 /
+-2.4..+5.1; 2 / 3 of 3 seeds), a random half by -0.77 (CI -2.0..+0.5). lr 3e-4: Spearman 0.32 (CI 0.23..0.41).
+
+With clipping at 1.0 (``--set dpo_max_grad_norm=1``; otherwise the same; 96 s on a shared core): the §15(d)
 claim is NOT reproduced. Single-pair Spearman(CHES, -Delta) = 0.24 (seeds 0.30, 0.23, 0.18; 95% CI
 0.09..0.38; p = 3e-6, 3e-4, 5e-3, so positive and significant in every seed, but below 0.5); pooled 0.24
 (p = 6e-11); ln-CHES -0.02; with the largest decrease as the measure 0.17. 29% of pairs end with
@@ -85,7 +103,7 @@ the direction of the paper, not significant. These pair-set runs are sensitive t
 the trainers began to precompute the reference log-probs themselves (the same values to ~1e-6), the
 filtering gains moved from +1.39 / +1.52 / -0.24 to the numbers above; no conclusion changed. lr 3e-4: Spearman 0.33 (CI 0.26..0.40).
 
-Previous result (AdamW lr 1e-4, ``--optimizer adamw``, otherwise the same protocol; rerun after the switch:
+Previous result (AdamW lr 1e-4, clipping at 1.0: ``--optimizer adamw --set dpo_max_grad_norm=1``; rerun after the switch:
 the same numbers, 83 s on the same core): Spearman
 0.19 (seeds 0.27, 0.19, 0.12; 95% CI 0.01..0.38; p = 2e-5, 3e-3, 0.06), ln-CHES 0.03, largest decrease
 0.14; 34% of pairs dropping; single-pair tertiles +1.17, +2.64, -1.67; tertile subsets -1.19 (seeds +0.59,
@@ -170,6 +188,9 @@ class Setup:
     # every DPO run (single-pair, tertile subsets, filtering); SFT keeps AdamW. "rmsprop": PyTorch's RMSprop
     # (alpha 0.99, eps 1e-8), the paper's optimiser; "adamw": the previous result (see the docstring)
     dpo_optimizer: str = "rmsprop"
+    # gradient-norm clipping of every DPO run; 0 = none, as the paper's DPO trainer (common_dpo/trainers/dpo_trainer.py:
+    # backward, then torch RMSprop step, no clipping). The results before this field existed used 1.0.
+    dpo_max_grad_norm: float = 0.0
     removed_fraction: float = 1 / 2
     seeds: int = 3
     seed: int = 0
@@ -196,6 +217,10 @@ class Setup:
         require(
             self.dpo_optimizer in DPO_OPTIMIZERS,
             f"Setup.dpo_optimizer: expected one of {DPO_OPTIMIZERS}, got {self.dpo_optimizer!r}",
+        )
+        require(
+            self.dpo_max_grad_norm >= 0,
+            f"Setup.dpo_max_grad_norm: expected >= 0 (0: no clipping), got {self.dpo_max_grad_norm}",
         )
         require(0 < self.removed_fraction < 1, f"Setup.removed_fraction: expected in (0, 1), got {self.removed_fraction}")
         require(
@@ -372,14 +397,20 @@ def over_seeds(fn, *args):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
 
+def dpo_train_config(setup: Setup, batch_size: int) -> LMTrainConfig:
+    """The trainer settings of every DPO run: ``setup.dpo_optimizer``, reference log-probs of the SFT model,
+    and clipping at ``setup.dpo_max_grad_norm`` (0: none, as the paper's runs)."""
+    return LMTrainConfig(
+        model=setup.model(), objective="dpo", batch_size=batch_size, num_epochs=1, reference="precomputed",
+        optimizer=setup.dpo_optimizer, max_grad_norm=setup.dpo_max_grad_norm,
+    )  # fmt: skip
+
+
 def make_single_pair_dpo(setup: Setup, template: PreferenceData):
     """``(params, pairs [N, T], lr) -> (logp_chosen, logp_rejected)``, each [N, pair_steps]: the pair's
     log-probs after each of ``pair_steps`` DPO updates on that pair alone (pairs trained side by side)."""
     model = setup.model()
-    config = LMTrainConfig(
-        model=model, objective="dpo", batch_size=1, num_epochs=1, reference="precomputed", optimizer=setup.dpo_optimizer
-    )
-    trainer = make_train(config, template.take(np.array([0])))
+    trainer = make_train(dpo_train_config(setup, batch_size=1), template.take(np.array([0])))
     forward = make_forward(model)
 
     def one(params, row, lr):
@@ -405,11 +436,7 @@ def make_dataset_dpo(setup: Setup, template: PreferenceData, size: int):
     ``(logp_chosen [S, checkpoints, N], loss [S, dpo_steps])``: DPO on ``train`` for ``dpo_steps``
     updates (the same for every data set size), evaluated every ``dpo_eval_every`` updates."""
     model = setup.model()
-    config = LMTrainConfig(
-        model=model, objective="dpo", batch_size=setup.dpo_batch_size, num_epochs=1, reference="precomputed",
-        optimizer=setup.dpo_optimizer,
-    )
-    trainer = make_train(config, template.take(np.arange(size)))
+    trainer = make_train(dpo_train_config(setup, batch_size=setup.dpo_batch_size), template.take(np.arange(size)))
     forward = make_forward(model)
     hp = LMHParams(learning_rate=setup.dpo_learning_rate, beta=setup.beta)
 
@@ -556,7 +583,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed")
     parser.add_argument(
         "--optimizer", choices=DPO_OPTIMIZERS, default="rmsprop",
-        help="optimiser of every DPO run (default rmsprop, the paper's; adamw reproduces the previous result)",
+        help="optimiser of every DPO run (default rmsprop, the paper's; adamw with --set dpo_max_grad_norm=1 "
+        "reproduces the previous AdamW result)",
     )
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a Setup field")
     add_run_arguments(parser, NAME)

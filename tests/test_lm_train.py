@@ -141,6 +141,19 @@ def test_rmsprop_matches_pytorchs_update():
     np.testing.assert_allclose(updates["w"], -0.1 * g / (jnp.sqrt(v) + 1e-8), rtol=1e-6)
 
 
+def test_no_clipping_trains_and_equals_an_unreachable_threshold():
+    """max_grad_norm = 0 (no clipping chain: the injected state is the whole optimiser state) trains
+    through make_train's learning-rate setting, exactly as a threshold no gradient reaches; 0.01 clips."""
+    hp = LMHParams(learning_rate=1e-2)
+    base = dict(model=MODEL, objective="dpo", batch_size=8, num_epochs=1, optimizer="rmsprop", warmup_steps=2)
+    none, _ = train(LMTrainConfig(max_grad_norm=0.0, **base), hp)
+    huge, _ = train(LMTrainConfig(max_grad_norm=1e9, **base), hp)
+    clipped, _ = train(LMTrainConfig(max_grad_norm=0.01, **base), hp)
+    assert tree_max_diff(none.params, huge.params) == 0.0
+    assert tree_max_diff(none.params, clipped.params) > 1e-4
+    assert tree_max_diff(none.params, P0) > 1e-3
+
+
 def test_skipping_unscored_prompt_logits_changes_nothing():
     from rljax.lm.train import first_scored_position, sequence_logps
 

@@ -228,7 +228,9 @@ def make_optimizer(config: LMTrainConfig, learning_rate) -> optax.GradientTransf
 
 
 def _set_lr(opt_state, lr):
-    inner = opt_state[-1] if isinstance(opt_state, tuple) else opt_state
+    # The injected state itself (max_grad_norm = 0) or the last element of the clipping chain; the
+    # injected state is a NamedTuple too, so test for its field, not for tuple.
+    inner = opt_state if hasattr(opt_state, "hyperparams") else opt_state[-1]
     inner.hyperparams["learning_rate"] = lr
     return opt_state
 
