@@ -156,3 +156,27 @@ def test_full_experiment_claims(tmp_path):
     assert claims["final"]["holds"] and claims["divergence"]["holds"]
     if not claims["auc"]["holds"]:
         pytest.xfail(f"AILBoost's learning-curve area is below DAC's: {claims['auc']}")
+
+
+@pytest.mark.parametrize("variant, sac_replay", [("ailboost", "mixture"), ("uniform", "mixture"), ("ailboost", "buffer")])
+def test_sac_replay_of_the_data_of_dropped_learners(variant, sac_replay, pendulum_demos):
+    # sac_replay="mixture": SAC never samples the data of learners dropped from the mixture (older than the
+    # max_learners most recent), which the discriminator is not trained on; "buffer" (the default) replays
+    # everything. Poisoning that data with NaN leaves SAC finite only if it is never sampled.
+    tiny = {**TINY, "variant": variant, "sac_replay": sac_replay, "sac_steps_per_round": 20, "disc_steps_per_round": 1}
+    trainer = ailboost.make_train(ailboost.AILBoostConfig(**tiny), pendulum_demos)
+    update = jax.jit(trainer.update)
+    state = trainer.init(jax.random.PRNGKey(0), ailboost.AILBoostHParams())
+    for _ in range(6):
+        state, _ = update(state)
+    dropped = (np.asarray(state.weights) == 0) & (np.asarray(state.replay.size) > 0)
+    np.testing.assert_array_equal(np.flatnonzero(dropped), [0, 1])  # K = 4: rounds 2..5 are kept
+    poison = lambda x: jnp.where(jnp.asarray(dropped).reshape((-1,) + (1,) * (x.ndim - 1)), jnp.nan, x)  # noqa: E731
+    state = state.replace(replay=state.replay.replace(data=jax.tree.map(poison, state.replay.data)))
+    state, metrics = update(state)
+    finite = np.isfinite(float(metrics["q_loss"])) and all(
+        np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves((state.learner.actor_params,
+                                                                        state.learner.critic_params)))
+    assert finite == (sac_replay == "mixture")
+    with pytest.raises(Exception, match="sac_replay: expected one of"):
+        ailboost.AILBoostConfig(**{**tiny, "sac_replay": "kept"})

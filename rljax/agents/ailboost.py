@@ -15,7 +15,12 @@ round (one ``update``):
 4. the SAC learner (not reset between rounds) takes ``sac_steps_per_round``
    gradient steps on the *whole* buffer with rewards ``D(s, a)`` from the
    current discriminator (stop-gradient): the functional gradient of
-   ``KL(d^mix || d^E)``.
+   ``KL(d^mix || d^E)``. ``sac_replay="mixture"`` replays only the data of the
+   learners still in the mixture (uniform over their transitions): the
+   discriminator is not trained on the data of dropped learners, so its ``D``
+   there drifts (the official code reloads SAC's buffer from the weighted
+   buffer every round, which with its defaults keeps every learner, so there
+   the two coincide).
 
 Evaluation samples one weak learner per episode by its weight and runs its mean action
 (DAC, which has no mixture, runs its current actor).
@@ -25,7 +30,8 @@ Variants (``AILBoostConfig.variant``), each on the same rounds and SAC budget:
 * ``"ailboost"``: the above.
 * ``"uniform"``: the ablation: the same K learners with equal weights.
 * ``"dac"``: the DAC baseline (Kostrikov et al. 2019): a binary cross-entropy
-  discriminator trained against the whole buffer sampled uniformly, reward
+  discriminator trained against the whole buffer sampled uniformly (SAC replays the
+  whole buffer whatever ``sac_replay`` says), reward
   ``log D - log(1 - D)``, i.e. the logit. DAC's absorbing-state wrapper is not
   implemented (the target envs end only by time limit, where it does not apply).
 
@@ -60,6 +66,7 @@ from rljax.core.trainer import Trainer
 from rljax.losses import imitation
 
 VARIANTS = ("ailboost", "uniform", "dac")
+SAC_REPLAYS = ("buffer", "mixture")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +85,12 @@ class AILBoostConfig:
     disc_hidden_sizes: tuple[int, ...] = (64, 64)
     sac: sac.SACConfig = sac.SACConfig()  # networks and batch size of the weak learner (its env is ignored)
     eval_episodes: int = 8
+    sac_replay: str = "buffer"  # "buffer": SAC replays every stored transition; "mixture": only the kept learners'
 
     def __post_init__(self):
         require(self.variant in VARIANTS, f"AILBoostConfig.variant: expected one of {VARIANTS}, got {self.variant!r}")
+        require(self.sac_replay in SAC_REPLAYS,
+                f"AILBoostConfig.sac_replay: expected one of {SAC_REPLAYS}, got {self.sac_replay!r}")
         require_positive(self, "num_rounds", "episodes_per_round", "max_learners", "sac_steps_per_round",
                          "disc_steps_per_round", "disc_batch_size", "eval_episodes")
         object.__setattr__(self, "env_kwargs", tuple(tuple(kv) for kv in self.env_kwargs))
@@ -194,6 +204,15 @@ def make_train(config: AILBoostConfig, demos) -> Trainer:
             return (state.weights > 0).astype(jnp.float32)
         return mixture(state.weights)
 
+    def sac_segment_weights(state: AILBoostState):
+        """Per-segment sampling weights of the SAC learner's batches: None (the whole buffer, uniformly),
+        or with ``sac_replay="mixture"`` uniform over the items of the learners the discriminator is
+        trained on, the kept ones. The relabelling reward ``D`` is fitted only there: on the data of a
+        dropped learner it drifts towards that of the current near-expert data (measured on Pendulum)."""
+        if config.variant == "dac" or config.sac_replay == "buffer":
+            return None
+        return jnp.where(state.weights > 0, state.replay.size, 0).astype(jnp.float32)
+
     def disc_step(state: AILBoostState, key: jax.Array):
         expert_key, mix_key, gp_key = jax.random.split(key, 3)
         hp = state.hparams
@@ -218,7 +237,7 @@ def make_train(config: AILBoostConfig, demos) -> Trainer:
 
     def sac_step(state: AILBoostState, key: jax.Array):
         sample_key, step_key = jax.random.split(key)
-        batch, _ = replay_lib.sample(state.replay, sample_key, config.sac.batch_size)  # the whole buffer
+        batch, _ = replay_lib.sample(state.replay, sample_key, config.sac.batch_size, sac_segment_weights(state))
         reward = discriminate(state.disc_params, jnp.concatenate([batch.obs, batch.action], axis=-1))
         batch = batch.replace(reward=jax.lax.stop_gradient(reward))
         learner, metrics = sac.learner_step(nets, state.learner, state.hparams.sac, batch, step_key)
