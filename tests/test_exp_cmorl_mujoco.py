@@ -56,3 +56,13 @@ def test_quick_cli_writes_outputs(tmp_path):
         assert env["env_steps_per_seed_per_method"] == 1_536
         for method in env["methods"].values():
             assert len(method["per_seed"]) == 2 and np.isfinite(method["hypervolume"]["mean"])
+
+
+@pytest.mark.slow  # the full CPU reproduction: about 8 minutes on one core
+def test_full_experiment_claims(tmp_path):
+    from experiments.__main__ import main as cli
+
+    out = tmp_path / "run"
+    cli(["cmorl-mujoco", "--no-progress", "--out", str(out)])
+    claims = json.loads((out / "result.json").read_text())["claims"]
+    assert all(c["holds"] for c in claims.values()), claims
