@@ -158,7 +158,7 @@ def test_full_experiment_claims(tmp_path):
         pytest.xfail(f"AILBoost's learning-curve area is below DAC's: {claims['auc']}")
 
 
-@pytest.mark.parametrize("variant, sac_replay", [("ailboost", "mixture"), ("uniform", "mixture"), ("ailboost", "buffer")])
+@pytest.mark.parametrize("variant, sac_replay", [("ailboost", "mixture"), ("ailboost", "buffer")])
 def test_sac_replay_of_the_data_of_dropped_learners(variant, sac_replay, pendulum_demos):
     # sac_replay="mixture": SAC never samples the data of learners dropped from the mixture (older than the
     # max_learners most recent), which the discriminator is not trained on; "buffer" (the default) replays
