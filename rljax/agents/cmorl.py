@@ -407,7 +407,9 @@ def run(config: CMORLConfig, hp: CMORLHParams, key: jax.Array, num_seeds: int = 
                 archive.add(returns[task], [_tree_index(history_params, (task, u))
                                             for u in range(config.extension_updates)])
         feasible = float(np.asarray(metrics["feasible"]).mean())
-        log(f"  min slack per task (first/last update): {np.round(np.asarray(metrics['min_slack'])[:, [0, -1]].min(-1), 2).tolist()}")
+        slack = np.asarray(metrics["min_slack"])  # [tasks, updates]: each task's smallest constraint slack
+        log(f"  smallest constraint slack over the {len(slack)} tasks: {slack[:, 0].min():.2f} at the first update, "
+            f"{slack[:, -1].min():.2f} at the last")
         history.append({"iteration": it + 1, "sources": sources, "archive": [a.returns.tolist() for a in archives],
                         "candidates": returns.tolist(), "feasible_fraction": feasible})
         log(f"stage 2 iteration {it + 1}/{config.num_iterations}: archive sizes {[len(a.returns) for a in archives]}, "
