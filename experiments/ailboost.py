@@ -33,7 +33,7 @@ its complement; both are plotted.
 ``--gpu`` (brax locomotion; not run on CPU): ``brax/hopper`` unless ``--env`` is
 given, 500 rounds, 5 seeds, evaluation every 25 rounds; the expert is SAC's brax
 preset (1e6 env steps); the weak learner uses the official code's SAC sizes
-(1024x1024 networks, batch 1024, learning rates 1e-4, 5000 seed steps). Flags
+(1024x1024 networks, batch 1024, learning rates 1e-4). Flags
 given explicitly win over these.
 
 Writes config.json, result.json, learning_curves.png, divergence.png and one
@@ -93,7 +93,7 @@ def settings(args: argparse.Namespace) -> tuple[ailboost.AILBoostConfig, ailboos
         )
     else:
         steps = ailboost.AILBoostConfig.episodes_per_round * _episode_steps(args.env)
-        learner = (sac.SACConfig(hidden_sizes=(1024, 1024), batch_size=1024, learning_starts=5_000) if args.gpu
+        learner = (sac.SACConfig(hidden_sizes=(1024, 1024), batch_size=1024) if args.gpu
                    else sac.SACConfig(hidden_sizes=(128, 128)))
         config = ailboost.AILBoostConfig(env=args.env, num_rounds=args.rounds, sac_steps_per_round=steps // 2,
                                          sac=learner)
