@@ -21,7 +21,7 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m experiments ppo --env gymnax/CartPole-v1 --seeds 8 --total-steps 500000 --out runs/demo --overwrite
 
-# Default tier: everything but `slow` and `gpu` tests (about 10.5 minutes on 2 cores).
+# Default tier: everything but `slow` and `gpu` tests (about 11 minutes on 2 cores).
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
