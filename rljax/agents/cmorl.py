@@ -313,30 +313,25 @@ class Archive:
 
     When a new policy reaches a return vector already in the archive it replaces the
     old one (the newest is kept), so repeated extensions from a point continue from
-    the most-trained policy there. ``chosen`` holds the ids of policies selected in
-    earlier iterations: a policy is extended once; a newer policy at the same point
-    is a new candidate.
+    the most-trained policy there. ``chosen`` holds the return vectors selected in
+    earlier iterations (rounded to 1e-6): a point is extended once, whichever policy
+    sits on it later, as the official code's ``obj_hist`` (``morl/ep.py``), so the
+    extremes, whose crowding distance is infinite, do not take every iteration.
     """
 
     returns: np.ndarray  # [n, k]
     params: list  # n pytrees (numpy)
-    ids: np.ndarray  # [n] int: unique per policy
-    chosen: set
+    chosen: set  # tuples: return vectors selected before
     size: int = 200
-    next_id: int = 0
 
     @classmethod
     def empty(cls, k: int, size: int = 200) -> "Archive":
-        return cls(np.zeros((0, k)), [], np.zeros((0,), np.int64), set(), size)
+        return cls(np.zeros((0, k)), [], set(), size)
 
     def add(self, returns, params_list) -> None:
         """Add candidates ``returns [m, k]`` (in order) with their params; keep the non-dominated, distinct ones."""
-        returns = np.asarray(returns, np.float64)
-        new_ids = np.arange(self.next_id, self.next_id + len(returns))
-        self.next_id += len(returns)
-        all_returns = np.concatenate([self.returns, returns])
+        all_returns = np.concatenate([self.returns, np.asarray(returns, np.float64)])
         all_params = self.params + list(params_list)
-        all_ids = np.concatenate([self.ids, new_ids])
         # the last occurrence of each distinct return vector (the newest policy there)
         _, last = np.unique(np.round(all_returns[::-1], 6), axis=0, return_index=True)
         last = np.sort(len(all_returns) - 1 - last)
@@ -345,16 +340,17 @@ class Archive:
             keep = np.sort(keep[np.argsort(-crowding_distance(all_returns[keep]), kind="stable")[: self.size]])
         self.returns = all_returns[keep]
         self.params = [all_params[i] for i in keep]
-        self.ids = all_ids[keep]
 
     def select(self, num: int) -> np.ndarray:
-        """Up to ``num`` archive indices by crowding distance, never-chosen policies only (see
-        ``select_by_crowding``); if every policy was chosen before, the exclusion is lifted."""
-        excluded = np.array([i in self.chosen for i in self.ids], bool)
+        """Up to ``num`` archive indices by crowding distance among return vectors never chosen before (see
+        ``select_by_crowding``). If every point was chosen before, the exclusion is lifted: the vmapped
+        extension needs a policy to run (the official code would extend nothing)."""
+        points = [tuple(np.round(r, 6)) for r in self.returns]
+        excluded = np.array([p in self.chosen for p in points], bool)
         picked = select_by_crowding(self.returns, num, excluded)
         if len(picked) == 0:
             picked = select_by_crowding(self.returns, num)
-        self.chosen.update(int(self.ids[i]) for i in picked)
+        self.chosen.update(points[i] for i in picked)
         return picked
 
 
