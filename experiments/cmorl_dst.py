@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import time
 
@@ -52,7 +51,7 @@ from rljax.core.config import to_dict
 from rljax.core.logging import write_json
 from rljax.core.pareto import expected_utility, hypervolume, simplex_grid, sparsity
 from rljax.core.pareto import pareto_front as nondominated
-from rljax.core.stats import mean_ci95
+from rljax.core.stats import mean_ci95_by_key
 from rljax.core.plotting import save_figure
 
 NAME = "cmorl-dst"
@@ -112,9 +111,6 @@ def score(points, front: np.ndarray) -> dict:
             "sparsity": sparsity(nd), "front": nd.tolist()}
 
 
-def summarize(per_seed: list[dict], keys) -> dict:
-    """``{"per_seed": per_seed, key: mean and 95% CI over seeds for each of keys}``."""
-    return {"per_seed": per_seed, **{key: mean_ci95([s[key] for s in per_seed]) for key in keys}}
 
 
 def _plot(results: dict, front: np.ndarray, run_dir: str) -> None:
@@ -150,10 +146,8 @@ def main(args: argparse.Namespace) -> dict:
     config, hparams = settings(args)
     k = 2
     m = len(config.preferences(k))
+    extra_updates = cmorl.weight_sweep_updates(config, k)
     extra_steps = config.stage2_env_steps(k)
-    if extra_steps % (m * config.moppo.batch_size):
-        raise SystemExit(f"stage-2 env steps {extra_steps} do not divide over {m} stage-1 policies' updates")
-    extra_updates = extra_steps // (m * config.moppo.batch_size)
     front = pareto_front("concave")
     write_json(os.path.join(run_dir, "config.json"), {
         "experiment": NAME, "env": ENV, "config": to_dict(config), "hparams": to_dict(hparams), "seeds": args.seeds,
@@ -162,27 +156,16 @@ def main(args: argparse.Namespace) -> dict:
     print(f"C-MORL on {ENV}: {args.seeds} seeds, {env_steps} env steps per seed and method "
           f"(stage 1 {config.stage1_env_steps(k)}, stage 2 {extra_steps}) -> {run_dir}")
     start = time.perf_counter()
-    key = jax.random.PRNGKey(args.seed)
-    programs = cmorl.make_stage1(config)  # compiled once: stage 1 and the baseline's continuation
-    chunk = math.gcd(config.stage1_updates, extra_updates)
-    stage1 = cmorl.train_stage1(config, hparams, jax.random.fold_in(key, 1), args.seeds, stage1=programs, chunk=chunk)
-    t_stage1 = time.perf_counter() - start
-    print(f"stage 1 done ({t_stage1:.0f} s)")
-    baseline_states, baseline_returns = cmorl.train_stage1(config, hparams, jax.random.fold_in(key, 1), args.seeds,
-                                                           num_updates=extra_updates, initial_states=stage1[0],
-                                                           stage1=programs, chunk=chunk)
-    t_baseline = time.perf_counter() - start - t_stage1
-    print(f"stage 1 alone: {extra_updates} more updates per policy ({t_baseline:.0f} s)")
-    out = cmorl.run(config, hparams, jax.random.fold_in(key, 2), args.seeds, stage1_states=stage1)
-    t_cmorl = time.perf_counter() - start - t_stage1 - t_baseline
+    both = cmorl.run_with_weight_sweep(config, hparams, jax.random.PRNGKey(args.seed), args.seeds)
+    out, stage1, baseline_returns = both["cmorl"], both["stage1"], both["weight_sweep_returns"]
 
     results = {"cmorl": [], "stage1_only": [], "stage1": []}
     for s in range(args.seeds):
         results["cmorl"].append(score(out["archives"][s].returns, front))
         results["stage1_only"].append(score(baseline_returns[s * m:(s + 1) * m], front))
         results["stage1"].append(score(stage1[1][s * m:(s + 1) * m], front))
-    results = {name: summarize(r, ("treasures_found", "hypervolume", "hypervolume_fraction", "expected_utility",
-                                          "sparsity")) for name, r in results.items()}
+    keys = ("treasures_found", "hypervolume", "hypervolume_fraction", "expected_utility", "sparsity")
+    results = {name: {"per_seed": r, **mean_ci95_by_key(r, keys)} for name, r in results.items()}
     c, b = results["cmorl"], results["stage1_only"]
     interior = [float(t) for t in front[1:-1, 0]]
     claims = {
@@ -199,8 +182,7 @@ def main(args: argparse.Namespace) -> dict:
                "stage1_env_steps": config.stage1_env_steps(k), "stage2_env_steps": extra_steps,
                "ref_point": REF_POINT, "true_front": front.tolist(),
                "true_front_hypervolume": hypervolume(front, REF_POINT), "methods": results, "claims": claims,
-               "cmorl_history": out["history"], "seconds": {"stage1": t_stage1, "stage1_only_extra": t_baseline,
-                                                            "cmorl_stage2": t_cmorl, "total": wall},
+               "cmorl_history": out["history"], "seconds": {**both["seconds"], "total": wall},
                "wall_seconds": wall}
     write_json(os.path.join(run_dir, "result.json"), summary)
     _plot(results, front, run_dir)

@@ -45,14 +45,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import time
 
 import jax
 import numpy as np
 
-from experiments.cmorl_dst import summarize
 from experiments.common import add_run_arguments, apply_overrides, setup_run
 from rljax.agents import cmorl, moppo
 from rljax.core.config import to_dict
@@ -60,6 +58,7 @@ from rljax.core.logging import write_json
 from rljax.core.pareto import expected_utility, hypervolume, simplex_grid, sparsity
 from rljax.core.pareto import pareto_front as nondominated
 from rljax.core.plotting import save_figure
+from rljax.core.stats import mean_ci95_by_key
 
 NAME = "cmorl-mujoco"
 DESCRIPTION = "C-MORL vs weight-sweep MOPPO on MO-halfcheetah and MO-hopper-2d (equal env steps)"
@@ -113,16 +112,6 @@ def settings(env: str, budget: str, overrides=None) -> tuple[cmorl.CMORLConfig, 
     return config, hparams
 
 
-def equal_step_updates(config: cmorl.CMORLConfig, k: int = 2) -> int:
-    """Extra updates per weight-sweep policy that match C-MORL's stage-2 env steps exactly (else an error)."""
-    m = len(config.preferences(k))
-    extra_steps = config.stage2_env_steps(k)
-    if extra_steps % (m * config.moppo.batch_size):
-        raise SystemExit(f"{NAME}: stage-2 env steps {extra_steps} do not divide over {m} weight-sweep policies' "
-                         f"updates of {config.moppo.batch_size} steps; change num_selected or extension_updates")
-    return extra_steps // (m * config.moppo.batch_size)
-
-
 def score(points) -> dict:
     """Hypervolume (reference (-100, -100)), expected utility, sparsity and the non-dominated set of ``points [n, 2]``."""
     points = np.asarray(points, np.float64)
@@ -137,29 +126,20 @@ def run_env(env: str, budget: str, seeds: int, key: jax.Array, overrides=None, l
     """Stage 1, the weight-sweep continuation and C-MORL's stage 2 on one env; scores and timings."""
     config, hparams = settings(env, budget, overrides)
     k = 2
-    extra_updates = equal_step_updates(config, k)
+    extra_updates = cmorl.weight_sweep_updates(config, k)
     steps = config.stage1_env_steps(k) + config.stage2_env_steps(k)
     log(f"{ENVS[env]}: {seeds} seeds, {steps} env steps per seed and method (stage 1 {config.stage1_env_steps(k)}, "
         f"stage 2 {config.stage2_env_steps(k)})")
-    programs = cmorl.make_stage1(config)  # compiled once for stage 1 and the weight sweep's continuation
-    chunk = math.gcd(config.stage1_updates, extra_updates)
     start = time.perf_counter()
-    stage1 = cmorl.train_stage1(config, hparams, jax.random.fold_in(key, 1), seeds, stage1=programs, chunk=chunk,
-                                log=log)
-    t_stage1 = time.perf_counter() - start
-    log(f"stage 1 done ({t_stage1:.0f} s); weight sweep: {extra_updates} more updates per policy")
-    _, sweep_returns = cmorl.train_stage1(config, hparams, jax.random.fold_in(key, 1), seeds, num_updates=extra_updates,
-                                          initial_states=stage1[0], stage1=programs, chunk=chunk, log=log)
-    t_sweep = time.perf_counter() - start - t_stage1
-    out = cmorl.run(config, hparams, jax.random.fold_in(key, 2), seeds, stage1_states=stage1, log=log)
-    t_cmorl = time.perf_counter() - start - t_stage1 - t_sweep
+    both = cmorl.run_with_weight_sweep(config, hparams, key, seeds, log=log)
+    out, stage1, sweep_returns = both["cmorl"], both["stage1"], both["weight_sweep_returns"]
     m = len(config.preferences(k))
     methods = {
         "cmorl": [score(out["archives"][s].returns) for s in range(seeds)],
         "weight_sweep": [score(sweep_returns[s * m:(s + 1) * m]) for s in range(seeds)],
         "stage1": [score(stage1[1][s * m:(s + 1) * m]) for s in range(seeds)],
     }
-    methods = {name: summarize(per_seed, METRICS) for name, per_seed in methods.items()}
+    methods = {name: {"per_seed": per_seed, **mean_ci95_by_key(per_seed, METRICS)} for name, per_seed in methods.items()}
     c, w = methods["cmorl"], methods["weight_sweep"]
     claims = {f"{metric}_ge_weight_sweep": {"cmorl": c[metric]["mean"], "weight_sweep": w[metric]["mean"],
                                             "holds": c[metric]["mean"] >= w[metric]["mean"]}
@@ -168,8 +148,7 @@ def run_env(env: str, budget: str, seeds: int, key: jax.Array, overrides=None, l
             "env_steps_per_seed_per_method": steps, "stage1_env_steps": config.stage1_env_steps(k),
             "stage2_env_steps": config.stage2_env_steps(k), "weight_sweep_extra_updates": extra_updates,
             "methods": methods, "claims": claims, "cmorl_history": out["history"],
-            "seconds": {"stage1": t_stage1, "weight_sweep_extra": t_sweep, "cmorl_stage2": t_cmorl,
-                        "total": time.perf_counter() - start}}
+            "seconds": {**both["seconds"], "total": time.perf_counter() - start}}
 
 
 def _plot(results: dict, run_dir: str) -> None:
@@ -206,7 +185,7 @@ def main(args: argparse.Namespace) -> dict:
     run_dir = setup_run(args, NAME)
     budget = budget_name(args)
     for env in args.envs:  # a bad --set fails before any compile
-        equal_step_updates(settings(env, budget, args.set)[0])
+        cmorl.weight_sweep_updates(settings(env, budget, args.set)[0], 2)
     write_json(os.path.join(run_dir, "config.json"), {
         "experiment": NAME, "envs": args.envs, "budget": budget, "seeds": args.seeds, "seed": args.seed,
         "ref_point": REF_POINT, "set": args.set or []})

@@ -60,7 +60,7 @@ from rljax.agents import mogfn
 from rljax.core.config import broadcast_hparams, to_dict
 from rljax.core.logging import write_json
 from rljax.core.pareto import hypervolume, pareto_front, simplex_grid
-from rljax.core.stats import mean_ci95
+from rljax.core.stats import mean_ci95, mean_ci95_by_key
 from rljax.core.plotting import save_figure
 
 NAME = "mogfn-hypergrid"
@@ -139,8 +139,8 @@ def run_method(method, config, hparams, args, prefs, r_terminal, exact_hv, run_d
     out = {"updates": updates, "l1_per_seed": l1.tolist(), "l1_init": mean_ci95(l1[:, 0]),
            "l1_final": mean_ci95(l1[:, -1]), "l1_reduction_per_seed": (l1[:, 0] / l1[:, -1]).tolist(),
            "per_seed": per_seed, "seconds": seconds}
-    for key in ("hv_ratio", "hv_best_per_pref_ratio", "distinct_high_reward", "distinct_states", "front_size"):
-        out[key] = mean_ci95([m[key] for m in per_seed])
+    out.update(mean_ci95_by_key(per_seed, ("hv_ratio", "hv_best_per_pref_ratio", "distinct_high_reward",
+                                           "distinct_states", "front_size")))
     return out, pooled_per_seed[0]
 
 

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from experiments import cmorl_mujoco
+from rljax.agents import cmorl
+from rljax.core.config import ConfigError
 
 
 @pytest.mark.parametrize("budget, steps, extra", [("cpu", 221_184, 12), ("gpu", 1_474_560, 20), ("quick", 1_536, 2)])
@@ -13,7 +15,7 @@ def test_budgets_give_equal_env_steps(budget, steps, extra):
     for env in cmorl_mujoco.ENVS:
         config, hparams = cmorl_mujoco.settings(env, budget)
         assert config.stage1_env_steps(2) + config.stage2_env_steps(2) == steps
-        assert cmorl_mujoco.equal_step_updates(config) == extra
+        assert cmorl.weight_sweep_updates(config, 2) == extra
         # The weight sweep's 6 policies take (stage-1 + extra) updates: exactly C-MORL's env steps.
         assert 6 * (config.stage1_updates + extra) * config.moppo.batch_size == steps
         # every rollout is longer than an episode, so each update's rollout finishes episodes
@@ -27,8 +29,8 @@ def test_overrides_and_unequal_budgets_are_refused():
     config, hparams = cmorl_mujoco.settings("halfcheetah", "cpu", ["num_envs=4", "barrier_t=10.0"])
     assert config.moppo.num_envs == 4 and hparams.barrier_t == 10.0
     config, _ = cmorl_mujoco.settings("halfcheetah", "cpu", ["num_selected=2", "extension_updates=4"])
-    with pytest.raises(SystemExit, match="do not divide over 6 weight-sweep policies"):
-        cmorl_mujoco.equal_step_updates(config)  # 2 x 2 x 2 x 4 = 32 updates: not 6 equal continuations
+    with pytest.raises(ConfigError, match="do not divide over 6 weight-sweep policies"):
+        cmorl.weight_sweep_updates(config, 2)  # 2 x 2 x 2 x 4 = 32 updates: not 6 equal continuations
 
 
 def test_score_against_the_reference_point():

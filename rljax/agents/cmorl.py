@@ -66,6 +66,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import time
 from typing import Any, Callable
 
 import jax
@@ -469,6 +471,43 @@ def make_stage1(config: CMORLConfig) -> Stage1:
 
     return Stage1(config=config, preferences=prefs, init=init, train=train,
                   evaluate=lambda states, key: np.asarray(evaluate(states, key)))
+
+
+def weight_sweep_updates(config: CMORLConfig, num_objectives: int) -> int:
+    """Extra updates per stage-1 policy whose env steps equal stage 2's exactly: the weight-sweep baseline's
+    continuation at C-MORL's budget (a ConfigError if stage 2's steps do not split evenly)."""
+    m = len(config.preferences(num_objectives))
+    steps, batch = config.stage2_env_steps(num_objectives), config.moppo.batch_size
+    if steps % (m * batch):
+        raise ConfigError(f"CMORLConfig: stage 2's {steps} env steps do not divide over {m} weight-sweep policies' "
+                          f"updates of {batch} steps; change num_iterations, num_selected or extension_updates")
+    return steps // (m * batch)
+
+
+def run_with_weight_sweep(config: CMORLConfig, hp: CMORLHParams, key: jax.Array, num_seeds: int, *,
+                          log=print) -> dict[str, Any]:
+    """C-MORL and the weight-sweep baseline at equal env steps, from ONE stage 1 per seed.
+
+    The sweep continues stage 1's M preference policies for ``weight_sweep_updates`` more updates (no
+    learning-rate schedule, so one longer run per weight) with the same compiled program, in chunks.
+    Returns ``stage1`` (states, eval returns [seeds*M, k]), ``weight_sweep_returns [seeds*M, k]``,
+    ``cmorl`` (``run``'s dict) and ``seconds`` per phase.
+    """
+    programs = make_stage1(config)
+    extra_updates = weight_sweep_updates(config, programs.preferences.shape[1])
+    chunk = math.gcd(config.stage1_updates, extra_updates)
+    stage1_key = jax.random.fold_in(key, 1)
+    start = time.perf_counter()
+    stage1 = train_stage1(config, hp, stage1_key, num_seeds, stage1=programs, chunk=chunk, log=log)
+    t_stage1 = time.perf_counter() - start
+    log(f"stage 1 done ({t_stage1:.0f} s); weight sweep: {extra_updates} more updates per policy")
+    _, sweep_returns = train_stage1(config, hp, stage1_key, num_seeds, num_updates=extra_updates,
+                                    initial_states=stage1[0], stage1=programs, chunk=chunk, log=log)
+    t_sweep = time.perf_counter() - start - t_stage1
+    out = run(config, hp, jax.random.fold_in(key, 2), num_seeds, stage1_states=stage1, log=log)
+    t_cmorl = time.perf_counter() - start - t_stage1 - t_sweep
+    return {"stage1": stage1, "weight_sweep_returns": sweep_returns, "cmorl": out,
+            "seconds": {"stage1": t_stage1, "weight_sweep_extra": t_sweep, "cmorl_stage2": t_cmorl}}
 
 
 def train_stage1(config: CMORLConfig, hp: CMORLHParams, key: jax.Array, num_seeds: int, num_updates: int | None = None,

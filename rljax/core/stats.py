@@ -15,3 +15,8 @@ def mean_ci95(values) -> dict[str, float]:
         return {"mean": mean, "ci95_low": mean, "ci95_high": mean, "n": n}
     half = float(scipy_stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n))
     return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half, "n": n}
+
+
+def mean_ci95_by_key(per_seed: list[dict], keys) -> dict[str, dict[str, float]]:
+    """``{key: mean_ci95 over the seeds of per_seed[s][key]}`` for each of ``keys``."""
+    return {key: mean_ci95([s[key] for s in per_seed]) for key in keys}
