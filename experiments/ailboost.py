@@ -58,7 +58,7 @@ from rljax.core import loop as loop_lib
 from rljax.core.config import to_dict
 from rljax.core.logging import write_json
 from rljax.core.stats import mean_ci95
-from rljax.core.plotting import save_figure, seed_band
+from rljax.core.plotting import plt, save_figure, seed_band
 
 NAME = "ailboost"
 DESCRIPTION = "AILBoost vs DAC vs uniform weights, 1 demonstration (Pendulum on CPU; brax flag)"
@@ -166,11 +166,6 @@ def divergence_falls(kl_per_round: list[float]) -> dict:
 
 
 def _plot(summary: dict, run_dir: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     colors = {"ailboost": "tab:blue", "uniform": "tab:green", "dac": "tab:orange"}
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for variant, r in summary["variants"].items():

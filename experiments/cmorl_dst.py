@@ -52,7 +52,7 @@ from rljax.core.logging import write_json
 from rljax.core.pareto import expected_utility, hypervolume, simplex_grid, sparsity
 from rljax.core.pareto import pareto_front as nondominated
 from rljax.core.stats import mean_ci95_by_key
-from rljax.core.plotting import save_figure
+from rljax.core.plotting import plt, save_figure
 
 NAME = "cmorl-dst"
 DESCRIPTION = "C-MORL vs stage-1 MOPPO alone on concave Deep Sea Treasure (equal env steps)"
@@ -114,11 +114,6 @@ def score(points, front: np.ndarray) -> dict:
 
 
 def _plot(results: dict, front: np.ndarray, run_dir: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     seeds = len(results["cmorl"]["per_seed"])
     fig, axes = plt.subplots(1, seeds, figsize=(4.2 * seeds, 3.8), squeeze=False)
     for s, ax in enumerate(axes[0]):

@@ -57,7 +57,7 @@ from rljax.core.config import to_dict
 from rljax.core.logging import write_json
 from rljax.core.pareto import expected_utility, hypervolume, simplex_grid, sparsity
 from rljax.core.pareto import pareto_front as nondominated
-from rljax.core.plotting import save_figure
+from rljax.core.plotting import plt, save_figure
 from rljax.core.stats import mean_ci95_by_key
 
 NAME = "cmorl-mujoco"
@@ -152,11 +152,6 @@ def run_env(env: str, budget: str, seeds: int, key: jax.Array, overrides=None, l
 
 
 def _plot(results: dict, run_dir: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     envs_run = list(results)
     seeds = len(results[envs_run[0]]["methods"]["cmorl"]["per_seed"])
     fig, axes = plt.subplots(len(envs_run), seeds, figsize=(4.2 * seeds, 3.8 * len(envs_run)), squeeze=False)

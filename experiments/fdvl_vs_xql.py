@@ -59,7 +59,7 @@ from rljax.core import offline
 from rljax.core.config import to_dict
 from rljax.core.logging import write_json
 from rljax.core.stats import mean_ci95
-from rljax.core.plotting import save_figure
+from rljax.core.plotting import plt, save_figure
 
 NAME = "fdvl-vs-xql"
 DESCRIPTION = "f-DVL (chi2, TV) vs XQL (and IQL) value divergence over temperatures, offline Pendulum (CPU)"
@@ -216,11 +216,6 @@ COLORS = {"xql": "tab:red", "fdvl_chi2": "tab:blue", "fdvl_tv": "tab:green", "iq
 
 
 def _plot(summary: dict, run_dir: str, alphas: list[float]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     methods = summary["methods"]
     meta = summary["dataset"]
     fig, ax = plt.subplots(figsize=(6.5, 4))

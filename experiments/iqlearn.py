@@ -49,7 +49,7 @@ from rljax.core import loop as loop_lib
 from rljax.core.config import ConfigError, to_dict
 from rljax.core.logging import write_json
 from rljax.core.stats import mean_ci95
-from rljax.core.plotting import save_figure
+from rljax.core.plotting import plt, save_figure
 
 NAME = "iqlearn"
 DESCRIPTION = "IQ-Learn (Garg et al. 2021): imitate an expert from 1 demonstration (CartPole offline, or online SAC)"
@@ -99,11 +99,6 @@ def load_demonstrations(args: argparse.Namespace, env, env_params) -> dataset_li
 
 def plot_curve(records, path: str, title: str, gradient_steps_per_update: int, demo_return: float,
                random_return: float | None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     evals = [r for r in records if "eval_return/per_seed" in r]
     x = np.array([r["update"] * gradient_steps_per_update for r in evals])
     y = np.array([r["eval_return/per_seed"] for r in evals], float)

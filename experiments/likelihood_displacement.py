@@ -141,7 +141,7 @@ from rljax.lm.data import PreferenceData, tokenize_preferences, tokenize_sft
 from rljax.lm.model import LanguageModel, LMConfig
 from rljax.lm.train import SEQUENCE_FIELDS, LMHParams, LMTrainConfig, make_train
 from rljax.losses import preference
-from rljax.core.plotting import save_figure
+from rljax.core.plotting import plt, save_figure
 
 NAME = "likelihood-displacement"
 DESCRIPTION = "Likelihood displacement in DPO: CHES vs the drop of log pi(y+), and CHES filtering (Razin et al., 2025)"
@@ -492,11 +492,6 @@ def kept_indices(setup: Setup, how: str, ches, ln_ches, rng) -> np.ndarray:
 
 
 def plot_scatter(path, ches, ln_ches, delta, kinds, result):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, score, name, key in ((axes[0], ches, "CHES", "ches"), (axes[1], ln_ches, "length-normalised CHES", "ln_ches")):
         for k, kind in enumerate(PAIR_KINDS):
@@ -513,11 +508,6 @@ def plot_scatter(path, ches, ln_ches, delta, kinds, result):
 
 
 def plot_displacement(path, result):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
     names = list(TERTILES)
     x = np.arange(3)

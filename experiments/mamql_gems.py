@@ -107,7 +107,7 @@ from rljax.core import tabular
 from rljax.core.config import to_dict
 from rljax.core.logging import write_json
 from rljax.core.stats import mean_ci95
-from rljax.core.plotting import save_figure
+from rljax.core.plotting import plt, save_figure
 
 NAME = "mamql-gems"
 DESCRIPTION = "MAMQL (Haynam et al. 2025) vs BC vs joint IQ-Learn on a 2-agent general-sum Gems grid, exact evaluation"
@@ -206,11 +206,6 @@ REFERENCES = ("coverage_ceiling", "empirical_frequencies")
 
 
 def _plot(summary: dict, path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     agents = summary["agents"]
     width = 0.25

@@ -61,7 +61,7 @@ from rljax.core.config import broadcast_hparams, to_dict
 from rljax.core.logging import write_json
 from rljax.core.pareto import hypervolume, pareto_front, simplex_grid
 from rljax.core.stats import mean_ci95, mean_ci95_by_key
-from rljax.core.plotting import save_figure
+from rljax.core.plotting import plt, save_figure
 
 NAME = "mogfn-hypergrid"
 DESCRIPTION = "MOGFN-PC vs REINFORCE on the Branin/Currin/Shubert hypergrid: exact L1, HV, distinct top-10% states"
@@ -145,11 +145,6 @@ def run_method(method, config, hparams, args, prefs, r_terminal, exact_hv, run_d
 
 
 def _plot(summary, pooled, exact_front, run_dir):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = summary["objectives"]
     colors = {"tb": "tab:blue", "reinforce": "tab:orange"}
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))

@@ -57,7 +57,7 @@ from rljax.core import offline
 from rljax.core.config import ConfigError, to_dict
 from rljax.core.logging import write_json
 from rljax.core.stats import mean_ci95
-from rljax.core.plotting import save_figure, seed_band
+from rljax.core.plotting import plt, save_figure, seed_band
 
 NAME = "recoil"
 DESCRIPTION = "ReCOIL vs BC: 1 expert trajectory + 50 random trajectories, offline (Pendulum, normalised score)"
@@ -157,11 +157,6 @@ def run_method(method: str, config, hparams, expert, suboptimal, meta, args, run
 
 
 def plot(summary: dict, path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     colors = {"recoil": "tab:blue", "bc_all": "tab:orange", "bc_expert": "tab:green"}
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for method, r in summary["methods"].items():

@@ -71,7 +71,7 @@ from rljax.lm import sampling as sampling_lib
 from rljax.lm.data import tokenize_sft
 from rljax.lm.model import LanguageModel, LMConfig
 from rljax.lm.train import LMHParams, LMTrainConfig, make_train, sequence_logps
-from rljax.core.plotting import save_figure
+from rljax.core.plotting import plt, save_figure
 
 NAME = "reversal-curse"
 DESCRIPTION = "Reversal Curse (Berglund et al. 2023): trained on 'A is B', a small LM cannot answer 'B is ?'"
@@ -234,11 +234,6 @@ def greedy_exact_match(params, model: LMConfig, corpus, examples) -> np.ndarray:
 
 
 def _plot_curves(records, keys: list[str], chance: float, path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     evals = [r for r in records if f"eval/{keys[0]}/per_seed" in r]
     x = np.array([r["update"] for r in evals])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -266,11 +261,6 @@ def _plot_curves(records, keys: list[str], chance: float, path: str, title: str)
 
 
 def _plot_final(summary: dict, path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
     ax = axes[0]
     em = summary["exact_match"]

@@ -94,7 +94,7 @@ from rljax.lm import train as lm_train
 from rljax.lm.data import tokenize_preferences, tokenize_sft
 from rljax.lm.model import LMConfig
 from rljax.losses.preference import rpo_loss_types
-from rljax.core.plotting import save_figure
+from rljax.core.plotting import plt, save_figure
 
 DESCRIPTION = "RPO (DPO + SFT) vs DPO with narrow preference coverage: exact gold reward and chosen log-prob curves"
 NAME = "rpo-vs-dpo"
@@ -359,9 +359,6 @@ def summarize(s: Settings, curves: dict[str, dict[str, np.ndarray]]) -> dict:
 
 
 def plot_curves(s: Settings, curves, metric: str, ylabel: str, path: str, hlines=None) -> None:
-    from rljax.core import plotting  # noqa: F401  (selects the headless backend)
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, c) in enumerate(curves.items()):

@@ -53,7 +53,7 @@ from rljax.agents import lpo, ppo
 from rljax.core import es
 from rljax.core.config import to_dict
 from rljax.core.logging import write_json
-from rljax.core.plotting import save_figure
+from rljax.core.plotting import plt, save_figure
 from rljax.core.stats import mean_ci95
 
 METHODS = ("ppo", "lpo", "talpo")
@@ -255,11 +255,6 @@ def main(args) -> dict:
 
 
 def plot(run_dir: str, horizons, N, returns, curves, maps, meta_records) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for i, m in enumerate(METHODS):
         means = [returns[m][h].mean() for h in horizons]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import matplotlib
 
-matplotlib.use("Agg")  # headless: runs write PNGs, notebooks display them
+matplotlib.use("Agg")  # headless: runs write PNGs, notebooks display them; experiments take plt from here
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
