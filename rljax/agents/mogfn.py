@@ -372,7 +372,6 @@ def sample_candidates(config: MOGFNConfig, params, key, preferences, num_per_pre
 def make_train(config: MOGFNConfig, test_preferences=None) -> Trainer:
     """MOGFN-PC (``method="tb"``) or the REINFORCE baseline; ``evaluate`` gives the exact mean L1 distance
     ``sum_x |P_T(x|w) - R(x|w)/Z(w)|`` over ``test_preferences`` (default: the 66-point simplex grid, step 0.1)."""
-    env = make_env(config)
     if test_preferences is None:
         test_preferences = simplex_grid(config.num_objectives, 0.1)
     test_preferences = check_preferences(test_preferences, config.num_objectives, "test_preferences")
@@ -398,10 +397,7 @@ def make_train(config: MOGFNConfig, test_preferences=None) -> Trainer:
         return state.replace(params=params, opt_state=opt_state, key=key, step=state.step + 1), aux
 
     def evaluate(state: MOGFNState, key) -> dict[str, jax.Array]:
-        conds = condition(config, jnp.asarray(test_preferences, jnp.float32),
-                          jnp.full((len(test_preferences),), config.beta))
-        dists = jax.vmap(lambda c: terminal_distribution(env, policy_logits_fn(config, state.params), c))(conds)
-        l1 = jnp.abs(dists - targets).sum(-1)
+        l1 = jnp.abs(learned_distributions(config, state.params, test_preferences) - targets).sum(-1)
         return {"l1": jnp.mean(l1), "l1_per_preference": l1}
 
     return Trainer(config=config, init=init, update=update, evaluate=evaluate, num_updates=config.num_updates,
