@@ -57,7 +57,7 @@ from rljax.core.config import to_dict
 from rljax.core.evaluation import episode_returns
 from rljax.core.logging import write_json
 from rljax.core.stats import mean_ci95
-from rljax.core.plotting import save_figure, seed_band
+from rljax.core.plotting import plt, save_figure, seed_band
 
 NAME = "odice"
 DESCRIPTION = "ODICE semi / true / orthogonal gradient updates on a 2-D point mass, dataset and perturbed starts"
@@ -110,16 +110,17 @@ def behaviour_policy(env, params):
     return act
 
 
-def make_dataset(args: argparse.Namespace, key: jax.Array) -> dataset_lib.Dataset:
+def make_dataset(transitions: int, key: jax.Array, command: str = "") -> dataset_lib.Dataset:
+    """About ``transitions`` steps of :func:`behaviour_policy` (50 envs side by side), ``command`` in the metadata."""
     env, params = envs.make(ENV)
-    num_envs = 50 if args.transitions >= 50 else 1
-    steps = -(-args.transitions // num_envs)
+    num_envs = 50 if transitions >= 50 else 1
+    steps = -(-transitions // num_envs)
     act = behaviour_policy(env, params)
     carry = rollout_lib.reset(env, params, jax.random.fold_in(key, 0), num_envs)
     run = jax.jit(lambda c, k: rollout_lib.rollout(env, params, lambda o, kk: (act(o, kk), {}), c, k, steps))
     _, traj = run(carry, jax.random.fold_in(key, 1))
     metadata = {"env": ENV, "policy": "0.5 * optimal direction + N(0, 0.5^2), clipped to [-1, 1]",
-                "num_envs": num_envs, "steps_per_env": steps, "command": command_line(args, NAME)}
+                "num_envs": num_envs, "steps_per_env": steps, "command": command}
     return dataset_lib.from_trajectory(jax.device_get(traj), metadata, drop_partial=False)
 
 
@@ -199,11 +200,6 @@ def check_claim(rules: dict) -> dict:
 
 
 def _plot(summary: dict, run_dir: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     colors = {"semi": "tab:blue", "true": "tab:red", "orthogonal": "tab:green"}
     rules = summary["rules"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
@@ -264,7 +260,7 @@ def main(args: argparse.Namespace) -> dict:
     run_dir = setup_run(args, NAME)
     start = time.perf_counter()
     key = jax.random.PRNGKey(args.seed + 1000)
-    data = make_dataset(args, key)
+    data = make_dataset(args.transitions, key, command_line(args, NAME))
     dataset_lib.save(data, os.path.join(run_dir, "dataset"))
     refs = references(data, args.perturbation, key)
     write_json(os.path.join(run_dir, "config.json"), {
