@@ -199,6 +199,17 @@ def test_agent_runs_under_jit_and_vmap_with_finite_metrics(pointmass_data, rule)
     for name in ("return", "return_ood", "length", "length_ood"):
         assert ev[name].shape == (2, 2) and np.isfinite(np.asarray(ev[name])).all(), name
 
+    # value_function: the min over the twin heads, for any leading axes of positions.
+    config = odice.ODICEConfig(update_rule=rule, **TINY)
+    v_params = jax.tree.map(lambda x: x[0], state.v_params)
+    grid = jnp.stack(jnp.meshgrid(jnp.linspace(-1, 1, 3), jnp.linspace(-1, 1, 4)), axis=-1)  # [4, 3, 2]
+    v = odice.value_function(config, v_params, grid)
+    heads = odice.VEnsemble(config.num_v, config.value_hidden_sizes, config.layer_norm).apply(v_params, grid)
+    assert v.shape == (4, 3) and heads.shape == (2, 4, 3)
+    assert np.any(np.asarray(heads[0] != heads[1]))  # the heads differ, so the min is a real choice
+    np.testing.assert_allclose(v, np.minimum(heads[0], heads[1]))
+    np.testing.assert_allclose(v.reshape(-1), odice.value_function(config, v_params, grid.reshape(-1, 2)), rtol=1e-6)
+
 
 def test_data_that_does_not_match_the_env_is_refused(pointmass_data):
     import dataclasses
