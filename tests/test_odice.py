@@ -200,7 +200,7 @@ def test_agent_runs_under_jit_and_vmap_with_finite_metrics(pointmass_data, rule)
         assert ev[name].shape == (2, 2) and np.isfinite(np.asarray(ev[name])).all(), name
 
     # value_function: the min over the twin heads, for any leading axes of positions.
-    config = odice.ODICEConfig(update_rule=rule, **TINY)
+    config = trainer.config
     v_params = jax.tree.map(lambda x: x[0], state.v_params)
     grid = jnp.stack(jnp.meshgrid(jnp.linspace(-1, 1, 3), jnp.linspace(-1, 1, 4)), axis=-1)  # [4, 3, 2]
     v = odice.value_function(config, v_params, grid)
