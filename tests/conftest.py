@@ -1,5 +1,8 @@
+import json
 import os
 import sys
+
+import pytest
 
 # Tests import the repository's packages, never a same-named installed one.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,3 +21,20 @@ if _worker and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {_cpus[int(_worker.removeprefix("gw")) % len(_cpus)]})
 
 import rljax  # noqa: E402,F401  (sets XLA's CPU flags before any test creates a backend)
+
+
+@pytest.fixture
+def run_experiment(tmp_path):
+    """``run_experiment(name, *args, files=())``: ``python -m experiments NAME ARGS --out DIR --no-progress`` with
+    DIR in the test's tmp dir. Asserts exit code 0 and that config.json, result.json and ``files`` (paths under
+    DIR) were written; returns ``(DIR, the parsed result.json)``."""
+    from experiments.__main__ import main as cli
+
+    def run(name: str, *args: str, files=()):
+        out = tmp_path / "run"
+        assert cli([name, *args, "--out", str(out), "--no-progress"]) == 0
+        for path in ("config.json", "result.json", *files):
+            assert (out / path).exists(), path
+        return out, json.loads((out / "result.json").read_text())
+
+    return run

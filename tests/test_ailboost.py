@@ -132,27 +132,17 @@ def test_config_errors_name_the_field():
 
 
 @pytest.mark.slow
-def test_quick_cli_writes_every_output(tmp_path, pendulum_demos):
-    from experiments.__main__ import main as cli
-
+def test_quick_cli_writes_every_output(tmp_path, pendulum_demos, run_experiment):
     demos = dict(pendulum_demos.metadata, expert_return=-150.0, random_return=-1200.0)
     dataset_lib.save(dataclasses.replace(pendulum_demos, metadata=demos), str(tmp_path / "demos"))
-    out = tmp_path / "run"
-    assert cli(["ailboost", "--quick", "--demos", str(tmp_path / "demos"), "--variants", "ailboost,dac",
-                "--out", str(out), "--no-progress"]) == 0
-    for name in ("config.json", "result.json", "learning_curves.png", "divergence.png",
-                 "ailboost/metrics.jsonl", "dac/metrics.jsonl"):
-        assert (out / name).exists(), name
+    run_experiment("ailboost", "--quick", "--demos", str(tmp_path / "demos"), "--variants", "ailboost,dac",
+                   files=("learning_curves.png", "divergence.png", "ailboost/metrics.jsonl", "dac/metrics.jsonl"))
 
 
 @pytest.mark.slow
-def test_full_experiment_claims(tmp_path):
+def test_full_experiment_claims(run_experiment):
     """The reproduction (about 6.5 minutes on one core). Measured: final and divergence hold, AUC does not."""
-    from experiments.__main__ import main as cli
-    import json
-
-    assert cli(["ailboost", "--out", str(tmp_path), "--no-progress"]) == 0
-    claims = json.loads((tmp_path / "result.json").read_text())["claims"]
+    claims = run_experiment("ailboost")[1]["claims"]
     assert claims["final"]["holds"] and claims["divergence"]["holds"]
     if not claims["auc"]["holds"]:
         pytest.xfail(f"AILBoost's learning-curve area is below DAC's: {claims['auc']}")

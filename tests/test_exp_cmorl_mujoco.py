@@ -1,6 +1,5 @@
 """cmorl-mujoco: budgets at equal env steps, scoring against the (-100, -100) reference, the quick run."""
 
-import json
 
 import numpy as np
 import pytest
@@ -43,14 +42,8 @@ def test_score_against_the_reference_point():
 
 
 @pytest.mark.slow  # compiles brax physics four times: about 3.5 minutes on one core
-def test_quick_cli_writes_outputs(tmp_path):
-    from experiments.__main__ import main as cli
-
-    out = tmp_path / "run"
-    cli(["cmorl-mujoco", "--quick", "--seeds", "2", "--no-progress", "--out", str(out)])
-    for name in ("config.json", "result.json", "fronts.png"):
-        assert (out / name).exists(), name
-    result = json.loads((out / "result.json").read_text())
+def test_quick_cli_writes_outputs(run_experiment):
+    _, result = run_experiment("cmorl-mujoco", "--quick", "--seeds", "2", files=("fronts.png",))
     assert set(result["envs"]) == {"halfcheetah", "hopper-2d"}
     assert set(result["claims"]) == {f"{env}/{metric}_ge_weight_sweep" for env in ("halfcheetah", "hopper-2d")
                                      for metric in ("hypervolume", "expected_utility")}
@@ -61,10 +54,6 @@ def test_quick_cli_writes_outputs(tmp_path):
 
 
 @pytest.mark.slow  # the full CPU reproduction: about 8 minutes on one core
-def test_full_experiment_claims(tmp_path):
-    from experiments.__main__ import main as cli
-
-    out = tmp_path / "run"
-    cli(["cmorl-mujoco", "--no-progress", "--out", str(out)])
-    claims = json.loads((out / "result.json").read_text())["claims"]
+def test_full_experiment_claims(run_experiment):
+    claims = run_experiment("cmorl-mujoco")[1]["claims"]
     assert all(c["holds"] for c in claims.values()), claims

@@ -1,6 +1,5 @@
 """Multi-Objective GFlowNets: the hypergrid, its objectives, exact DP distributions, trajectory balance."""
 
-import json
 import math
 
 import jax
@@ -229,26 +228,17 @@ def test_train_vmaps_over_seeds_and_tb_fits_a_tiny_grid(method):
 
 
 @pytest.mark.slow
-def test_quick_cli_writes_every_output(tmp_path):
-    from experiments.__main__ import main as cli
-
-    out = tmp_path / "run"
-    assert cli(["mogfn-hypergrid", "--quick", "--out", str(out), "--no-progress"]) == 0
-    for name in ("config.json", "result.json", "metrics.jsonl", "front.png", "l1.png"):
-        assert (out / name).exists(), name
-    result = json.loads((out / "result.json").read_text())
+def test_quick_cli_writes_every_output(run_experiment):
+    _, result = run_experiment("mogfn-hypergrid", "--quick", files=("metrics.jsonl", "front.png", "l1.png"))
     assert set(result["claims"]) == {"l1", "hypervolume", "diversity"}
     assert len(result["methods"]["tb"]["per_seed"]) == 2
 
 
 @pytest.mark.slow
-def test_full_experiment_claims(tmp_path):
+def test_full_experiment_claims(run_experiment):
     """The reproduction (16x16 grid, 3 seeds x 5000 updates per method; about 7.5 minutes on one core).
     Measured: hypervolume and diversity hold; the L1 reduction was 6.0x, short of 10x."""
-    from experiments.__main__ import main as cli
-
-    assert cli(["mogfn-hypergrid", "--out", str(tmp_path), "--no-progress"]) == 0
-    claims = json.loads((tmp_path / "result.json").read_text())["claims"]
+    claims = run_experiment("mogfn-hypergrid")[1]["claims"]
     assert claims["hypervolume"]["holds"], claims["hypervolume"]
     assert claims["diversity"]["holds"], claims["diversity"]
     if not claims["l1"]["holds"]:

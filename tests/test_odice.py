@@ -1,7 +1,6 @@
 """ODICE: the V-DICE loss and policy weight by hand, the three gradient rules on a linear V, the agent
 under jit+vmap, config errors, and the experiment's CLI."""
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -269,15 +268,10 @@ def test_claim_orders_the_perturbed_start_means():
 
 
 @pytest.mark.slow
-def test_quick_cli_writes_every_output(tmp_path):
-    from experiments.__main__ import main as cli
-
-    out = tmp_path / "run"
-    assert cli(["odice", "--quick", "--rules", "orthogonal", "--out", str(out), "--no-progress"]) == 0
-    for name in ("config.json", "result.json", "returns.png", "curves.png", "dataset.npz", "dataset.json",
-                 "orthogonal/metrics.jsonl", "orthogonal/checkpoints"):
-        assert (out / name).exists(), name
-    result = json.loads((out / "result.json").read_text())
+def test_quick_cli_writes_every_output(run_experiment):
+    out, result = run_experiment("odice", "--quick", "--rules", "orthogonal",
+                                 files=("returns.png", "curves.png", "dataset.npz", "dataset.json",
+                                        "orthogonal/metrics.jsonl", "orthogonal/checkpoints"))
     assert result["finished"] and result["seeds"] == 2 and result["claim"]["holds"] is None
     r = result["rules"]["orthogonal"]
     for start in ("dataset", "perturbed"):
@@ -292,12 +286,8 @@ def test_quick_cli_writes_every_output(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_experiment(tmp_path):
-    from experiments.__main__ import main as cli
-
-    out = tmp_path / "run"
-    assert cli(["odice", "--out", str(out), "--no-progress"]) == 0
-    result = json.loads((out / "result.json").read_text())
+def test_full_experiment(run_experiment):
+    _, result = run_experiment("odice")
     assert result["dataset"]["transitions"] == 50_000 and result["gradient_steps_per_seed"] == 20_000
     for rule in odice.UPDATE_RULES:
         r = result["rules"][rule]

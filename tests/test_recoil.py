@@ -1,7 +1,6 @@
 """ReCOIL: the dual on hand values and on an exact tabular MDP, the agent under jit/vmap, errors, the CLI."""
 
 import dataclasses
-import json
 
 import jax
 import jax.numpy as jnp
@@ -293,17 +292,12 @@ def _random_demos(path):
 
 
 @pytest.mark.slow
-def test_quick_cli_writes_every_output(tmp_path):
-    from experiments.__main__ import main as cli
-
+def test_quick_cli_writes_every_output(tmp_path, run_experiment):
     _random_demos(tmp_path / "demos")
-    out = tmp_path / "run"
-    assert cli(["recoil", "--quick", "--demos", str(tmp_path / "demos"), "--random-episodes", "2",
-                "--methods", "recoil,bc_all", "--out", str(out), "--no-progress"]) == 0
-    for name in ("config.json", "result.json", "learning_curves.png", "demos.npz", "suboptimal.npz",
-                 "recoil/metrics.jsonl", "bc_all/metrics.jsonl"):
-        assert (out / name).exists(), name
-    result = json.loads((out / "result.json").read_text())
+    _, result = run_experiment("recoil", "--quick", "--demos", str(tmp_path / "demos"), "--random-episodes", "2",
+                               "--methods", "recoil,bc_all",
+                               files=("learning_curves.png", "demos.npz", "suboptimal.npz", "recoil/metrics.jsonl",
+                                      "bc_all/metrics.jsonl"))
     assert result["random_episodes"] == 2 and result["seeds"] == 2 and isinstance(result["claim"]["holds"], bool)
     r = result["methods"]["recoil"]
     assert len(r["final_score_per_seed"]) == 2
@@ -322,13 +316,10 @@ def test_cli_rejects_demonstrations_without_normalisation_metadata(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_experiment_claim(tmp_path):
+def test_full_experiment_claim(run_experiment):
     """The reproduction (785 s measured on one shared core). Measured: BC-all <= 50 holds, ReCOIL >= 80 does not
     (68.9; its mean peaked at 94 after 22k of the 30k gradient steps, then fell)."""
-    from experiments.__main__ import main as cli
-
-    assert cli(["recoil", "--out", str(tmp_path), "--no-progress"]) == 0
-    claim = json.loads((tmp_path / "result.json").read_text())["claim"]
+    claim = run_experiment("recoil")[1]["claim"]
     assert claim["bc_all_score"] <= claim["bc_all_max"], claim
     if not claim["holds"]:
         pytest.xfail(f"ReCOIL's final normalised score is below {claim['recoil_min']}: {claim}")
