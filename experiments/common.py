@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -38,9 +39,11 @@ def setup_run(args: argparse.Namespace, name: str) -> str:
 def apply_overrides(pairs: list[str] | None, *targets: Any, **changes: Any) -> list[Any]:
     """Apply ``changes`` and ``--set field=value`` pairs to whichever of ``targets`` has each field.
 
-    Values are Python literals (``--set learning_rate=3e-4 --set hidden_sizes=(64,64)``).
-    Each target is rebuilt once with all its changes, so checks that relate
-    several fields (a batch that must divide into minibatches) see the final values.
+    Values are Python literals (``--set learning_rate=3e-4 --set hidden_sizes=(64,64)``). A dotted
+    name reaches into a nested config (``--set sac.critic_lr=1e-4``: the ``critic_lr`` of the
+    target's ``sac`` field). Each target (and each nested config) is rebuilt once with all its
+    changes, so checks that relate several fields (a batch that must divide into minibatches) see
+    the final values.
     """
     for pair in pairs or []:
         if "=" not in pair:
@@ -53,13 +56,51 @@ def apply_overrides(pairs: list[str] | None, *targets: Any, **changes: Any) -> l
     per_target: list[dict[str, Any]] = [{} for _ in targets]
     for field, value in changes.items():
         for i, target in enumerate(targets):
-            if field in {f.name for f in dataclasses.fields(target)}:
+            if _has_field(target, field):
                 per_target[i][field] = value
                 break
         else:
-            known = sorted({f.name for t in targets for f in dataclasses.fields(t)})
-            raise ConfigError(f"--set {field}: no such field; known fields are {known}")
-    return [dataclasses.replace(t, **c) if c else t for t, c in zip(targets, per_target)]
+            raise ConfigError(f"--set {field}: no such field; {_known_fields(field, targets)}")
+    return [_replace_fields(t, c) if c else t for t, c in zip(targets, per_target)]
+
+
+def _field_names(config: Any) -> set[str]:
+    return {f.name for f in dataclasses.fields(config)}
+
+
+def _has_field(config: Any, dotted: str) -> bool:
+    """Whether ``config`` has the field ``dotted`` (``"sac.critic_lr"``: a nested config's field)."""
+    for name in dotted.split("."):
+        if not dataclasses.is_dataclass(config) or name not in _field_names(config):
+            return False
+        config = getattr(config, name)
+    return True
+
+
+def _known_fields(dotted: str, targets: tuple[Any, ...]) -> str:
+    """The fields an unknown ``dotted`` name could have meant, at the deepest config it reaches."""
+    parent = dotted.rpartition(".")[0]
+    nested = [functools.reduce(getattr, parent.split("."), t) for t in targets if parent and _has_field(t, parent)]
+    nested = [c for c in nested if dataclasses.is_dataclass(c)]
+    if nested:
+        return f"known fields of {parent} are {sorted(set().union(*map(_field_names, nested)))}"
+    return f"known fields are {sorted(set().union(*map(_field_names, targets)))}"
+
+
+def _replace_fields(config: Any, changes: dict[str, Any]) -> Any:
+    """``config`` rebuilt with ``changes`` (checked names relative to it; dotted ones go into nested
+    configs, each rebuilt once)."""
+    direct: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for name, value in changes.items():
+        head, _, rest = name.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    for head, inner_changes in nested.items():
+        direct[head] = _replace_fields(direct.get(head, getattr(config, head)), inner_changes)
+    return dataclasses.replace(config, **direct)
 
 
 # The brax locomotion scale-up of the Pendulum experiments: the env that --gpu selects unless --env is given.

@@ -102,3 +102,22 @@ def test_gpu_benchmark_quick_runs_on_cpu(tmp_path):
 
     report = gpu.main(["--quick", "--repeats", "1", "--out", str(tmp_path / "g.json")])
     assert len(report["results"]) == 6 and report["results"]["dpo gpt2-124m bf16"]["preset"] == "smoke"
+
+
+def test_dotted_override_reaches_a_nested_config():
+    from experiments.common import apply_overrides
+    from rljax.agents import ailboost
+
+    config, hparams = ailboost.AILBoostConfig(), ailboost.AILBoostHParams()
+    # Both targets have a `sac` field (SACConfig, SACHParams): the full path picks the one that has it.
+    new_config, new_hparams = apply_overrides(
+        ["sac.critic_lr=1e-4", "sac.actor_lr=2e-4", "eta=0.1", "sac.hidden_sizes=(8,8)", "num_rounds=3"],
+        config, hparams)
+    assert (new_hparams.sac.critic_lr, new_hparams.sac.actor_lr, new_hparams.eta) == (1e-4, 2e-4, 0.1)
+    assert new_hparams.sac.alpha_lr == hparams.sac.alpha_lr and new_hparams.sac.gamma == hparams.sac.gamma
+    assert (new_config.sac.hidden_sizes, new_config.num_rounds) == ((8, 8), 3)
+    assert new_config.sac.batch_size == config.sac.batch_size
+    with pytest.raises(ValueError, match=r"--set sac.critic_lrr: no such field; known fields of sac are .*'critic_lr'"):
+        apply_overrides(["sac.critic_lrr=1e-4"], config, hparams)
+    with pytest.raises(ValueError, match=r"--set eta.x: no such field; known fields are .*'eta'"):
+        apply_overrides(["eta.x=1"], config, hparams)
