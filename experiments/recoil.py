@@ -1,6 +1,6 @@
 """ReCOIL vs behaviour cloning: 1 expert trajectory + 50 random-policy trajectories (Sikchi et al., ICLR 2024).
 
-    python -m experiments recoil                 # Pendulum, 5 seeds per method (785 s measured on one shared core)
+    python -m experiments recoil                 # Pendulum, 5 seeds per method (306 s measured on one idle core)
     python -m experiments recoil --quick         # smoke test
     python -m experiments recoil --gpu           # brax hopper, 1e6 gradient steps (GPU; --env brax/halfcheetah)
     python -m experiments recoil --demos data/pendulum_demo   # a make-demos file instead of training an expert
@@ -20,18 +20,30 @@
 
 Settings, fixed before the first full run (chosen for the 10-minute budget, not
 tuned on results): chi2, expectile 0.7, AWR inverse temperature 3, gamma 0.99,
-Adam 3e-4, target step 0.005, 128x128 ReLU networks, 128 rows per source per
-step, 30,000 gradient steps, 5 seeds, 10 evaluation episodes per seed (mean action).
+Adam 3e-4 (since the second run the actor's decays to 0 by a cosine, see below), target
+step 0.005, 128x128 ReLU networks, 128 rows per source per step, 30,000 gradient steps,
+5 seeds, 10 evaluation episodes per seed (mean action).
 
 Claim, fixed before the first full run: ReCOIL's final normalised score (mean
 over seeds) >= 80, while BC on all the data stays <= 50.
 
-First full run (seed 0, nothing changed after it): ReCOIL 68.9 (95% CI
-46.5..91.3; seeds 54.1, 54.7, 58.6, 86.8, 90.3), BC-all 0.6 (-6.4..7.6),
-BC-expert 32.6 (13.3..52.0): the claim does not hold (BC-all's half does).
-ReCOIL's mean evaluation score peaked at 94.0 after 22,000 gradient steps and
-fell to 68.9 by 30,000. 785 s on one core shared with other jobs (142 s of it
-the expert), over the 10-minute budget under that load.
+First full run (seed 0): ReCOIL 68.9 (95% CI 46.5..91.3; seeds 54.1, 54.7, 58.6, 86.8,
+90.3), BC-all 0.6 (-6.4..7.6), BC-expert 32.6 (13.3..52.0): the claim did not hold
+(BC-all's half did). ReCOIL's mean evaluation score peaked at 94.0 after 22,000 gradient
+steps and fell to 68.9 by 30,000. 785 s on one core shared with other jobs (142 s of it
+the expert).
+
+Then the actor changed; no claim, threshold or other setting did. Reviewing the code after
+that late fall found that ReCOIL had its own Gaussian policy with a constant Adam rate,
+while the DVL code (in which ReCOIL and f-DVL share the IQL learner) and this library's
+f-DVL use IQL's policy (orthogonal(0.01) mean layer) and decay the actor's rate to 0 by a
+cosine over training. ReCOIL now shares ``rljax.core.networks.TanhMeanGaussianActor`` and
+the cosine; the BC baselines use the same actor and schedule. Second full run (seed 0,
+306 s on an idle core): ReCOIL **83.6** (95% CI 67.1..100.2; seeds 60.0, 90.8, 90.8, 86.2,
+90.3), BC-all 0.2 (-7.5..7.8), BC-expert 33.9 (7.4..60.4): the claim holds. Which of the
+two changes does it: with IQL's policy but a constant rate (a diagnostic run, 269 s),
+ReCOIL 70.3 (44.8..95.7; seeds 88.8, 64.0, 42.6, 63.5, 92.4), BC-all 0.6, BC-expert 31.8,
+as before: the cosine decay.
 
 Writes config.json, result.json (per-seed returns and scores, mean and 95% CI),
 learning_curves.png, demos.npz/.json, suboptimal.npz/.json and one

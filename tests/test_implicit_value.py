@@ -299,3 +299,21 @@ def test_full_experiment_claim(tmp_path):
     if not result["claim"]["holds"]:  # the recorded run (README): no XQL run diverged
         pytest.xfail(f"the claim does not hold: {result['claim']}")
     assert result["claim"]["fdvl_all_finite"]
+
+
+def test_iql_policy_squashes_the_mean_not_the_distribution():
+    from rljax.core.networks import TanhMeanGaussianActor
+
+    actor = TanhMeanGaussianActor(2, (16, 16))
+    obs = jax.random.normal(jax.random.PRNGKey(0), (5, 3, 4))  # any leading axes
+    params = actor.init(jax.random.PRNGKey(1), obs)
+    params = jax.tree.map(lambda p: 50.0 * p, params)  # drive the mean into tanh's saturation
+    params["params"]["log_std"] = jnp.array([-9.0, 4.0])  # clipped to [-5, 2]
+    dist = actor.apply(params, obs)
+    assert dist.mean().shape == (5, 3, 2) and float(jnp.abs(dist.mean()).max()) <= 1.0
+    np.testing.assert_allclose(dist.stddev()[0, 0], np.exp([-5.0, 2.0]), rtol=1e-6)
+    # Box-edge actions keep finite log-probabilities: N(mean, std) at +-1, not a tanh-squashed density.
+    edge = jnp.broadcast_to(jnp.array([1.0, -1.0]), (5, 3, 2))
+    expected = jax.scipy.stats.norm.logpdf(edge, dist.mean(), dist.stddev()).sum(-1)
+    np.testing.assert_allclose(dist.log_prob(edge), expected, rtol=1e-5)
+    assert np.isfinite(np.asarray(dist.log_prob(edge))).all()

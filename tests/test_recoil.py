@@ -229,6 +229,22 @@ def test_agent_runs_under_jit_and_vmap_with_finite_metrics(method):
     assert ev["return"].shape == (2, 2) and np.isfinite(np.asarray(ev["return"])).all()
 
 
+def test_actor_rate_decays_to_zero_over_all_gradient_steps():
+    # TINY: 3 updates x 2 gradient steps. The cosine runs over all 6 steps: the actor still moves in the
+    # last update, and a 4th update (schedule spent) leaves it where it is while the critic goes on.
+    trainer = recoil.make_train(TINY, _transitions(20, 0), _transitions(100, 1))
+    state = trainer.init(jax.random.PRNGKey(0), recoil.ReCOILHParams())
+    update = jax.jit(trainer.update)
+    for _ in range(2):
+        state, _ = update(state)
+    last, _ = update(state)
+    after, _ = update(last)
+    moved = lambda a, b: not all(np.allclose(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
+    assert moved(state.actor_params, last.actor_params)
+    assert not moved(last.actor_params, after.actor_params)
+    assert moved(last.critic_params, after.critic_params)
+
+
 def test_init_from_takes_other_data_of_the_same_shapes():
     expert, sub = _transitions(20, 0), _transitions(100, 1)
     trainer = recoil.make_train(TINY, expert, sub)
@@ -317,9 +333,7 @@ def test_cli_rejects_demonstrations_without_normalisation_metadata(tmp_path):
 
 @pytest.mark.slow
 def test_full_experiment_claim(run_experiment):
-    """The reproduction (785 s measured on one shared core). Measured: BC-all <= 50 holds, ReCOIL >= 80 does not
-    (68.9; its mean peaked at 94 after 22k of the 30k gradient steps, then fell)."""
+    """The reproduction (306 s measured on one idle core): ReCOIL 83.6 >= 80, BC-all 0.2 <= 50."""
     claim = run_experiment("recoil")[1]["claim"]
     assert claim["bc_all_score"] <= claim["bc_all_max"], claim
-    if not claim["holds"]:
-        pytest.xfail(f"ReCOIL's final normalised score is below {claim['recoil_min']}: {claim}")
+    assert claim["holds"], claim

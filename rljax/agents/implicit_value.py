@@ -76,7 +76,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple, Sequence
 
-import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -89,7 +88,7 @@ from envs import wrappers
 from rljax.core import offline
 from rljax.core.config import ConfigError, require, require_positive
 from rljax.core.evaluation import episode_returns
-from rljax.core.networks import QEnsemble
+from rljax.core.networks import QEnsemble, TanhMeanGaussianActor
 from rljax.core.trainer import Trainer
 from rljax.losses import dice
 
@@ -250,29 +249,6 @@ class ValueMLP(nn.Module):
         return nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))(x)[..., 0]
 
 
-class TanhMeanGaussianActor(nn.Module):
-    """IQL's policy: ``N(tanh(mu(s)), exp(log_std))``, state-independent ``log_std`` (clipped).
-
-    Dataset actions on the box edge (+-1) keep finite log-probabilities, unlike a tanh-squashed
-    Gaussian's.
-    """
-
-    action_dim: int
-    hidden_sizes: Sequence[int]
-    log_std_min: float = -5.0
-    log_std_max: float = 2.0
-
-    @nn.compact
-    def __call__(self, obs):
-        x = obs
-        for size in self.hidden_sizes:
-            x = nn.relu(nn.Dense(size, kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(x))
-        mean = jnp.tanh(nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01))(x))
-        log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
-        log_std = jnp.clip(log_std, self.log_std_min, self.log_std_max)
-        return distrax.MultivariateNormalDiag(mean, jnp.broadcast_to(jnp.exp(log_std), mean.shape))
-
-
 class Networks(NamedTuple):
     actor: TanhMeanGaussianActor
     critic: QEnsemble
@@ -283,7 +259,8 @@ class Networks(NamedTuple):
 
 def make_networks(config: ImplicitValueConfig, obs_shape: tuple[int, ...], action_dim: int) -> Networks:
     return Networks(
-        actor=TanhMeanGaussianActor(action_dim, config.hidden_sizes, config.log_std_min, config.log_std_max),
+        actor=TanhMeanGaussianActor(action_dim, config.hidden_sizes, log_std_min=config.log_std_min,
+                                    log_std_max=config.log_std_max),
         critic=QEnsemble(config.num_q, config.hidden_sizes),
         value=ValueMLP(config.hidden_sizes, config.value_layer_norm),
         obs_shape=tuple(obs_shape), action_dim=action_dim,

@@ -34,7 +34,9 @@ no reward).
 * ``V`` fits an implicit maximiser (expectile or Gumbel) of the target critics'
   ``min_k Q_k(s, a)`` over the mixture's actions: the max over ``pi``, in-sample;
 * ``pi`` is extracted by advantage-weighted regression on the mixture,
-  ``-E_mix[min(exp(k (Q - V)), 100) log pi(a|s)]``.
+  ``-E_mix[min(exp(k (Q - V)), 100) log pi(a|s)]``, with IQL's policy
+  (``rljax.core.networks.TanhMeanGaussianActor``) and its learning rate decayed to 0 by a
+  cosine over training, as f-DVL and the DVL/IQL code.
 
 Expectations over ``d^mix_{E,S}`` are taken with equal-size batches from each
 source, weighted ``beta`` and ``1 - beta``: ``beta`` is a traced hyperparameter
@@ -63,8 +65,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-import distrax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,7 +77,7 @@ from rljax.core import offline
 from rljax.core.config import ConfigError, require, require_positive
 from rljax.core.dataset import DatasetError, check_matches_env
 from rljax.core.evaluation import episode_returns
-from rljax.core.networks import ACTIVATIONS, MLP, QEnsemble
+from rljax.core.networks import ACTIVATIONS, MLP, QEnsemble, TanhMeanGaussianActor
 from rljax.core.trainer import Trainer
 from rljax.losses import dice
 
@@ -175,7 +175,7 @@ class ReCOILHParams:
     gamma: float = 0.99
     critic_lr: float = 3e-4
     value_lr: float = 3e-4
-    actor_lr: float = 3e-4
+    actor_lr: float = 3e-4  # cosine-decayed to 0 over all gradient steps (BC baselines too)
     tau: float = 0.005  # target-critic step
     expectile: float = 0.7  # implicit="expectile"
     value_temperature: float = 1.0  # implicit="gumbel": V -> T log E[exp(Q / T)]
@@ -203,27 +203,6 @@ def check_hparams(hp: ReCOILHParams) -> None:
 
 
 # ---------------------------------------------------------------- networks and state
-
-
-class GaussianPolicy(nn.Module):
-    """``N(tanh(mlp(s)), exp(log_std))`` with a state-independent log std (IQL's offline actor).
-
-    Not a tanh-squashed distribution: dataset actions on the box edge (bang-bang experts)
-    keep finite log-likelihoods.
-    """
-
-    action_dim: int
-    hidden_sizes: tuple[int, ...] = (256, 256)
-    activation: str = "relu"
-    log_std_min: float = -5.0
-    log_std_max: float = 2.0
-
-    @nn.compact
-    def __call__(self, obs):
-        mean = jnp.tanh(MLP(self.hidden_sizes, self.action_dim, self.activation, name="mean")(obs))
-        log_std = jnp.clip(self.param("log_std", nn.initializers.zeros, (self.action_dim,)),
-                           self.log_std_min, self.log_std_max)
-        return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std) * jnp.ones_like(mean))
 
 
 @struct.dataclass
@@ -293,10 +272,12 @@ def make_train(config: ReCOILConfig, expert: offline.Transitions, suboptimal: of
 
     critic = QEnsemble(config.num_q, config.hidden_sizes, config.activation)
     value_net = MLP(config.hidden_sizes, 1, config.activation)
-    actor = GaussianPolicy(action_dim, config.hidden_sizes, config.activation)
+    actor = TanhMeanGaussianActor(action_dim, config.hidden_sizes, config.activation)
     critic_tx = lambda hp: optax.adam(hp.critic_lr)  # noqa: E731  (rebuilt from possibly traced rates)
     value_tx = lambda hp: optax.adam(hp.value_lr)  # noqa: E731
-    actor_tx = lambda hp: optax.adam(hp.actor_lr)  # noqa: E731
+    # The actor's rate decays to 0 by a cosine over all gradient steps, as in the DVL/IQL code and f-DVL.
+    actor_tx = lambda hp: optax.adam(  # noqa: E731
+        optax.cosine_decay_schedule(hp.actor_lr, config.num_updates * config.gradient_steps))
 
     def v_of(params, obs):
         return value_net.apply(params, obs)[..., 0]

@@ -57,6 +57,34 @@ class MLP(nn.Module):
         return nn.Dense(self.out_dim, kernel_init=nn.initializers.orthogonal(self.out_scale))(x)
 
 
+class TanhMeanGaussianActor(nn.Module):
+    """IQL's offline policy (shared by IQL, XQL, f-DVL and ReCOIL): ``obs [..., obs_dim] ->
+    N(tanh(mu(obs)), diag(exp(log_std)))`` over ``[..., action_dim]``, with a state-independent
+    ``log_std`` clipped to ``[log_std_min, log_std_max]``.
+
+    The mean is squashed, the distribution is not: dataset actions on the box edge (+-1, a
+    bang-bang expert's) keep finite log-probabilities, unlike under a tanh-squashed Gaussian.
+    Orthogonal(sqrt 2) hidden layers, orthogonal(0.01) mean layer, zero biases.
+    """
+
+    action_dim: int
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, obs):
+        act = activation_fn(self.activation)
+        x = obs
+        for size in self.hidden_sizes:
+            x = act(nn.Dense(size, kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(x))
+        mean = jnp.tanh(nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01))(x))
+        log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+        log_std = jnp.clip(log_std, self.log_std_min, self.log_std_max)
+        return distrax.MultivariateNormalDiag(mean, jnp.broadcast_to(jnp.exp(log_std), mean.shape))
+
+
 class ActorCritic(nn.Module):
     """Separate actor and critic MLPs (PureJaxRL's PPO network).
 
