@@ -101,7 +101,12 @@ def test_gpu_benchmark_quick_runs_on_cpu(tmp_path):
     from experiments.benchmarks import gpu
 
     report = gpu.main(["--quick", "--repeats", "1", "--out", str(tmp_path / "g.json")])
-    assert len(report["results"]) == 6 and report["results"]["dpo gpt2-124m bf16"]["preset"] == "smoke"
+    assert set(report["results"]) == {"ppo brax/halfcheetah 8 envs", "ppo brax/ant 8 envs", "ppo CartPole 1 seeds",
+                                      "ppo CartPole 4 seeds", "sac brax/halfcheetah", "dpo gpt2-124m bf16",
+                                      "meta-es minatar"}
+    assert report["results"]["dpo gpt2-124m bf16"]["preset"] == "smoke"
+    assert report["results"]["dpo gpt2-124m bf16"]["tokens_per_second"]["scanned"] > 0
+    assert json.loads((tmp_path / "g.json").read_text())["results"].keys() == report["results"].keys()
 
 
 def test_dotted_override_reaches_a_nested_config():
