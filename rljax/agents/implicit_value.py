@@ -286,8 +286,7 @@ class Learner:
 
 def _optimizers(config: ImplicitValueConfig, hp: ImplicitValueHParams):
     # Rebuilt from (possibly traced) rates; their states do not depend on them.
-    actor = optax.adam(optax.cosine_decay_schedule(hp.actor_lr, config.num_updates))
-    return actor, optax.adam(hp.critic_lr), optax.adam(hp.value_lr)
+    return offline.actor_optimizer(hp.actor_lr, config.num_updates), optax.adam(hp.critic_lr), optax.adam(hp.value_lr)
 
 
 def init_learner(config: ImplicitValueConfig, nets: Networks, key: jax.Array, hp: ImplicitValueHParams) -> Learner:

@@ -275,9 +275,7 @@ def make_train(config: ReCOILConfig, expert: offline.Transitions, suboptimal: of
     actor = TanhMeanGaussianActor(action_dim, config.hidden_sizes, config.activation)
     critic_tx = lambda hp: optax.adam(hp.critic_lr)  # noqa: E731  (rebuilt from possibly traced rates)
     value_tx = lambda hp: optax.adam(hp.value_lr)  # noqa: E731
-    # The actor's rate decays to 0 by a cosine over all gradient steps, as in the DVL/IQL code and f-DVL.
-    actor_tx = lambda hp: optax.adam(  # noqa: E731
-        optax.cosine_decay_schedule(hp.actor_lr, config.num_updates * config.gradient_steps))
+    actor_tx = lambda hp: offline.actor_optimizer(hp.actor_lr, config.num_updates * config.gradient_steps)  # noqa: E731
 
     def v_of(params, obs):
         return value_net.apply(params, obs)[..., 0]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import struct
 
 import envs
@@ -60,3 +61,9 @@ def sample(data: Transitions, key: jax.Array, batch_size: int) -> Transitions:
     """``batch_size`` transitions drawn uniformly with replacement."""
     index = jax.random.randint(key, (batch_size,), 0, data.size)
     return jax.tree.map(lambda x: x[index], data)
+
+
+def actor_optimizer(learning_rate, total_steps: int) -> optax.GradientTransformation:
+    """IQL's actor optimiser, shared by IQL, XQL, f-DVL and ReCOIL (as in the IQL/DVL code): Adam
+    whose rate decays from ``learning_rate`` (may be traced) to 0 by a cosine over ``total_steps``."""
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, total_steps))
