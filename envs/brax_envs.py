@@ -9,6 +9,7 @@ trainers) becomes ``truncated`` so value targets bootstrap there.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import jax
@@ -79,6 +80,16 @@ def _factory(name: str):
         return env, BraxParams(max_steps_in_episode=episode_length)
 
     return make
+
+
+def default_reset_noise_scale(env: BraxEnv) -> float:
+    """The ``reset_noise_scale`` the brax env was built with by default (its constructor's default:
+    0.005 for hopper and walker2d, 0.1 for halfcheetah and ant). ``envs.make(name, reset_noise_scale=x)``
+    builds it with another. Raises ``ValueError`` for envs without one (inverted_pendulum, reacher, ...)."""
+    parameter = inspect.signature(type(env.brax_env).__init__).parameters.get("reset_noise_scale")
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        raise ValueError(f"{env.name} has no reset_noise_scale argument; its starts cannot be perturbed by it")
+    return float(parameter.default)
 
 
 BRAX_ENV_NAMES = (

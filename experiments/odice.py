@@ -2,6 +2,8 @@
 
     python -m experiments odice            # 5 seeds x 3 rules x 20k gradient steps (4-8 min on one core)
     python -m experiments odice --quick    # smoke test (seconds)
+    python -m experiments odice --gpu      # brax hopper, 1e6 medium transitions, 1e6 gradient steps (GPU)
+    python -m experiments odice --gpu --env brax/halfcheetah
 
 1. Data: 50,000 transitions (50 envs x 1,000 steps; unfinished tails kept, marked
    truncated) on ``toy/pointmass`` from a noisy suboptimal policy: half speed straight
@@ -30,6 +32,16 @@ plain BC); the learning rates are 1e-3 instead of the code's 2e-4, because at 2e
 values (about -100 at the start) were far from converged within the 20k-step budget
 (seen on the semi rule alone); networks are 2x32 for the 10-minute single-core budget.
 
+The brax scale-up (``--gpu``, unmeasured: no GPU was lent to this project so far): a D4RL-style
+"medium" dataset (``experiments.make_dataset``: 1e6 transitions of a partly trained SAC policy)
+on ``brax/hopper`` (``--env`` for another brax env), rewards scaled by 1000 / (the dataset's
+return range) as the official code does for MuJoCo, the official code's settings (``ODICEHParams()``
+defaults: lambda 0.6, eta 1.0, lr 2e-4, tau 0.005; twin 2x256 LayerNorm V, 2x1024 policy, batch
+256) for 1e6 gradient steps; perturbed starts are the env's own reset noise scaled up
+(``reset_noise_scale`` = ``--perturbation`` x the env's own, default 10x: hopper 0.005 -> 0.05).
+Scores are normalised to the dataset's random (0) and medium (100) policies; the claim is checked
+the same way.
+
 Writes config.json, dataset.npz/.json, one sub-directory per rule (metrics.jsonl,
 checkpoints/), result.json, returns.png (per rule and start type: seeds, mean, 95% CI),
 curves.png (evaluation return and cos(grad_F, grad_B) over training).
@@ -47,7 +59,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
-from experiments.common import add_run_arguments, apply_overrides, setup_run
+from envs.brax_envs import default_reset_noise_scale
+from experiments import make_dataset as make_dataset_lib
+from experiments.common import GPU_ENV, add_run_arguments, apply_gpu_defaults, apply_overrides, setup_run
 from experiments.make_dataset import command_line
 from rljax.agents import odice
 from rljax.core import dataset as dataset_lib
@@ -62,37 +76,63 @@ from rljax.core.plotting import plt, save_figure, seed_band
 NAME = "odice"
 DESCRIPTION = "ODICE semi / true / orthogonal gradient updates on a 2-D point mass, dataset and perturbed starts"
 ENV = "toy/pointmass"
+GPU_DEFAULTS = {"env": GPU_ENV, "steps": 1_000_000, "steps_per_update": 1_000, "eval_every": 50,
+                "transitions": 1_000_000}
+# Perturbed starts: the point mass's shift (8x the start box's half-width); on brax, a multiple of
+# the env's own reset noise scale (hopper: 0.005 -> 0.05; halfcheetah: 0.1 -> 1.0).
+DEFAULT_PERTURBATION = {ENV: 0.4, "brax": 10.0}
 CLAIM = "from perturbed starts, mean return: orthogonal >= semi >= true"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", default=ENV, help=f"{ENV} (the noisy policy's data) or a brax env (medium data)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per rule, vmapped")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=20_000, help="gradient steps per seed")
     parser.add_argument("--steps-per-update", type=int, default=100, help="gradient steps per logged update")
     parser.add_argument("--eval-every", type=int, default=20, help="updates between evaluations")
     parser.add_argument("--transitions", type=int, default=50_000, help="dataset size (50 envs side by side)")
-    parser.add_argument("--perturbation", type=float, default=0.4,
-                        help="perturbed starts: shift perpendicular to the start-goal line")
+    parser.add_argument("--perturbation", type=float,
+                        help=f"perturbed starts: on {ENV} the shift perpendicular to the start-goal line (default "
+                             f"{DEFAULT_PERTURBATION[ENV]}); on brax the factor on the env's "
+                             f"reset noise scale (default {DEFAULT_PERTURBATION['brax']})")
     parser.add_argument("--rules", default=",".join(odice.UPDATE_RULES), help="comma-separated subset")
-    parser.add_argument("--quick", action="store_true", help="tiny data, networks and step count: a smoke test")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--quick", action="store_true", help="tiny data, networks and step count: a smoke test")
+    scale.add_argument("--gpu", action="store_true", help=f"the brax scale-up ({GPU_ENV}, 1e6 medium transitions, "
+                       "1e6 gradient steps, the official code's networks): a GPU run")
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
                         help="override an ODICEConfig or ODICEHParams field, e.g. --set lam=0.8")
     add_run_arguments(parser, NAME)
 
 
+def perturbation_kwargs(env: str, perturbation: float) -> tuple[tuple[str, float], ...]:
+    """The ``envs.make`` argument that perturbs the starts: the point mass's shift, or brax's reset
+    noise scale times ``perturbation``."""
+    if env == ENV:
+        return (("start_perturbation", perturbation),)
+    try:
+        default = default_reset_noise_scale(envs.make(env)[0])
+    except (AttributeError, ValueError) as e:
+        raise SystemExit(f"--env {env}: perturbed starts need the point mass or a brax env with a reset noise "
+                         f"scale ({e})") from None
+    return (("reset_noise_scale", perturbation * default),)
+
+
 def settings(args: argparse.Namespace) -> tuple[odice.ODICEConfig, odice.ODICEHParams]:
-    ood = (("start_perturbation", args.perturbation),)
     if args.quick:
-        config = odice.ODICEConfig(env=ENV, num_updates=args.steps // args.steps_per_update,
-                                   steps_per_update=args.steps_per_update, batch_size=64, value_hidden_sizes=(16, 16),
-                                   policy_hidden_sizes=(16, 16), eval_episodes=4, ood_env_kwargs=ood)
+        sizes = dict(batch_size=64, value_hidden_sizes=(16, 16), policy_hidden_sizes=(16, 16), eval_episodes=4)
+    elif args.env == ENV:
+        sizes = dict(batch_size=256, value_hidden_sizes=(32, 32), policy_hidden_sizes=(32, 32), eval_episodes=32)
+    else:  # the official code's MuJoCo networks (twin 2x256 LayerNorm V: the config's defaults) and batch
+        sizes = dict(batch_size=256, policy_hidden_sizes=(1024, 1024), eval_episodes=10)
+    config = odice.ODICEConfig(env=args.env, num_updates=args.steps // args.steps_per_update,
+                               steps_per_update=args.steps_per_update,
+                               ood_env_kwargs=perturbation_kwargs(args.env, args.perturbation), **sizes)
+    if args.env == ENV:  # see "Choices made during development" above
+        hparams = odice.ODICEHParams(lam=0.6, eta=1.0, gamma=0.99, value_lr=1e-3, policy_lr=1e-3, tau=0.005)
     else:
-        config = odice.ODICEConfig(env=ENV, num_updates=args.steps // args.steps_per_update,
-                                   steps_per_update=args.steps_per_update, batch_size=256,
-                                   value_hidden_sizes=(32, 32), policy_hidden_sizes=(32, 32), eval_episodes=32,
-                                   ood_env_kwargs=ood)
-    hparams = odice.ODICEHParams(lam=0.6, eta=1.0, gamma=0.99, value_lr=1e-3, policy_lr=1e-3, tau=0.005)
+        hparams = odice.ODICEHParams()  # the official code's
     config, hparams = apply_overrides(args.set, config, hparams)
     odice.check_hparams(hparams)
     return config, hparams
@@ -140,6 +180,22 @@ def references(data: dataset_lib.Dataset, perturbation: float, key: jax.Array) -
             "distance_to_nearest_dataset_state": {"mean": float(nearest.mean()), "max": float(nearest.max())},
         }
     return out
+
+
+def load_data(args: argparse.Namespace, key: jax.Array) -> tuple[dataset_lib.Dataset, dataset_lib.Dataset, dict]:
+    """The dataset as collected, the one the rules learn from (brax: rewards scaled by the return
+    range, as the official code), and the reference returns."""
+    if args.env == ENV:
+        data = make_dataset(args.transitions, key, command_line(args, NAME))
+        return data, data, references(data, args.perturbation, key)
+    extra = {"agent_steps": 2_000} if args.quick else {}
+    data = make_dataset_lib.make("medium", args.env, key, steps=args.transitions,
+                                 metadata={"command": command_line(args, NAME)}, **extra)
+    scaled, _ = dataset_lib.scale_rewards_by_return_range(data)
+    # Only the unperturbed starts have reference returns (the medium policy is not kept).
+    refs = {"dataset": {"behaviour_return": data.metadata["policy_return"],
+                        "random_return": data.metadata["random_return"]}, "perturbed": {}}
+    return data, scaled, refs
 
 
 # ---------------------------------------------------------------- runs
@@ -211,15 +267,16 @@ def _plot(summary: dict, run_dir: str) -> None:
                        alpha=0.6, s=18)
             ax.errorbar(i + 0.3, ci["mean"], yerr=[[ci["mean"] - ci["ci95_low"]], [ci["ci95_high"] - ci["mean"]]],
                         fmt="o", color="k", capsize=4)
-        ref = summary["references"][start]
-        ax.axhline(ref["optimal_return"], color="k", linestyle=":", linewidth=0.8, label="optimal")
-        ax.axhline(ref["behaviour_return"], color="tab:gray", linestyle="--", linewidth=0.8, label="behaviour")
+        ref = summary["references"]["dataset" if summary["env"] != ENV else start]  # brax: unperturbed only
+        for name, style in (("optimal_return", ":"), ("behaviour_return", "--"), ("random_return", "-.")):
+            if name in ref:
+                ax.axhline(ref[name], color="tab:gray", linestyle=style, linewidth=0.8, label=name.split("_")[0])
         ax.set_xticks(range(len(rules)), list(rules))
         ax.set_title(f"{start} starts", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("return (seeds: dots; mean and 95% CI: black)")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"ODICE update rules on {ENV}, {summary['seeds']} seeds", fontsize=10)
+    fig.suptitle(f"ODICE update rules on {summary['env']}, {summary['seeds']} seeds", fontsize=10)
     save_figure(fig, os.path.join(run_dir, "returns.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -241,7 +298,15 @@ def _plot(summary: dict, run_dir: str) -> None:
     save_figure(fig, os.path.join(run_dir, "curves.png"))
 
 
+def resolve_defaults(args: argparse.Namespace) -> None:
+    """``--gpu``'s settings for flags left at their defaults, and the env's default perturbation."""
+    apply_gpu_defaults(args, add_arguments, GPU_DEFAULTS)
+    if args.perturbation is None:
+        args.perturbation = DEFAULT_PERTURBATION[ENV if args.env == ENV else "brax"]
+
+
 def main(args: argparse.Namespace) -> dict:
+    resolve_defaults(args)
     if args.quick:
         if args.steps == 20_000:
             args.steps, args.steps_per_update, args.eval_every = 200, 50, 2
@@ -260,25 +325,32 @@ def main(args: argparse.Namespace) -> dict:
     run_dir = setup_run(args, NAME)
     start = time.perf_counter()
     key = jax.random.PRNGKey(args.seed + 1000)
-    data = make_dataset(args.transitions, key, command_line(args, NAME))
+    data, train_data, refs = load_data(args, key)
     dataset_lib.save(data, os.path.join(run_dir, "dataset"))
-    refs = references(data, args.perturbation, key)
     write_json(os.path.join(run_dir, "config.json"), {
         "experiment": NAME, "config": to_dict(config), "hparams": to_dict(hparams), "seeds": args.seeds,
         "seed": args.seed, "rules": rules, "perturbation": args.perturbation, "claim": CLAIM,
         "command": command_line(args, NAME),
     })
-    print(f"ODICE on {ENV}: {data.num_transitions} transitions, {data.num_episodes} episodes (behaviour return "
-          f"{refs['dataset']['behaviour_return']:.1f}, optimal {refs['dataset']['optimal_return']:.1f}); "
+    print(f"ODICE on {args.env}: {data.num_transitions} transitions, {data.num_episodes} episodes "
+          f"(behaviour return {refs['dataset']['behaviour_return']:.1f}); "
           f"{args.seeds} seeds x {config.gradient_steps} gradient steps per rule -> {run_dir}")
 
-    summary = {"experiment": NAME, "env": ENV, "seeds": args.seeds, "gradient_steps_per_seed": config.gradient_steps,
+    summary = {"experiment": NAME, "env": args.env, "seeds": args.seeds,
+               "gradient_steps_per_seed": config.gradient_steps,
                "dataset": {"transitions": data.num_transitions, "episodes": data.num_episodes,
-                           "mean_return": float(data.episode_returns.mean())},
-               "perturbation": args.perturbation, "references": refs, "hparams": to_dict(hparams), "rules": {}}
+                           "mean_return": float(data.episode_returns.mean()),
+                           "reward_scale": train_data.metadata.get("reward_scale", 1.0)},
+               "perturbation": args.perturbation, "ood_env_kwargs": dict(config.ood_env_kwargs),
+               "references": refs, "hparams": to_dict(hparams), "rules": {}}
     for rule in rules:
         print(f"-- {rule}")
-        summary["rules"][rule] = r = run_rule(rule, config, hparams, data, args, run_dir)
+        summary["rules"][rule] = r = run_rule(rule, config, hparams, train_data, args, run_dir)
+        if args.env != ENV:  # 0: random, 100: the medium policy that collected the data
+            r["normalized_score"] = {
+                start: mean_ci95(dataset_lib.normalized_score(seeds, data.metadata["random_return"],
+                                                              data.metadata["policy_return"]))
+                for start, seeds in r["return_per_seed"].items()}
         print(f"   return dataset starts {r['return']['dataset']['mean']:.2f}, perturbed starts "
               f"{r['return']['perturbed']['mean']:.2f}; cos(grad_F, grad_B) < 0 on "
               f"{100 * r['cos_negative_fraction']:.1f}% of batches")

@@ -259,6 +259,26 @@ def test_normalized_score():
         ds.normalized_score(3.0, 5.0, 5.0)
 
 
+def test_scale_rewards_by_return_range():
+    arrays = {"obs": np.zeros((5, 1), np.float32), "action": np.zeros((5, 1), np.float32),
+              "reward": np.array([1.0, 2.0, 3.0, -1.0, 1.0], np.float32), "next_obs": np.zeros((5, 1), np.float32),
+              "terminated": np.zeros(5, bool), "truncated": np.array([0, 0, 1, 0, 1], bool),
+              "episode_id": np.array([0, 0, 0, 1, 1])}
+    data = ds.Dataset(**arrays, metadata={"env": "x"})  # episode returns 6 and 0
+    scaled, factor = ds.scale_rewards_by_return_range(data)
+    assert factor == pytest.approx(1000.0 / 6.0)
+    np.testing.assert_allclose(scaled.reward, arrays["reward"] * 1000.0 / 6.0, rtol=1e-6)
+    np.testing.assert_allclose(scaled.episode_returns, [1000.0, 0.0], atol=1e-3)  # the returns now span 1000
+    assert scaled.metadata == {"env": "x", "reward_scale": factor} and data.metadata == {"env": "x"}
+    np.testing.assert_array_equal(data.reward, arrays["reward"])  # the input is untouched
+    flat = ds.Dataset(**{**arrays, "reward": np.array([1.0, 0, 0, 1.0, 0], np.float32)}, metadata={})
+    with pytest.raises(DatasetError, match=r"episode returns span 0.0 \(over 2 episodes\)"):
+        ds.scale_rewards_by_return_range(flat)
+    vector = ds.Dataset(**{**arrays, "reward": np.zeros((5, 2), np.float32)}, metadata={})
+    with pytest.raises(DatasetError, match=r"field 'reward' has shape \(5, 2\)"):
+        ds.scale_rewards_by_return_range(vector)
+
+
 # ---------------------------------------------------------------- make-dataset
 
 

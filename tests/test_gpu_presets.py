@@ -5,8 +5,9 @@ import argparse
 import pytest
 
 from experiments import ailboost, fdvl_vs_xql, iqlearn, recoil
+from experiments import odice as odice_exp
 from experiments.common import GPU_ENV, apply_gpu_defaults
-from rljax.agents import iq_learn, sac
+from rljax.agents import iq_learn, odice, sac
 
 
 def parse(module, argv):
@@ -23,7 +24,7 @@ def test_gpu_defaults_fill_only_flags_left_at_their_defaults():
     plain = parse(ailboost, [])
     apply_gpu_defaults(plain, ailboost.add_arguments, {"env": GPU_ENV, "rounds": 500})
     assert (plain.env, plain.rounds) == ("gymnax/Pendulum-v1", 75)  # no --gpu: nothing changes
-    for module in (ailboost, fdvl_vs_xql, recoil, iqlearn):
+    for module in (ailboost, fdvl_vs_xql, recoil, iqlearn, odice_exp):
         with pytest.raises(SystemExit):
             parse(module, ["--gpu", "--quick"])  # exclusive
 
@@ -60,3 +61,21 @@ def test_ailboost_gpu_learner_is_the_official_codes_sac():
     assert config.sac.hidden_sizes == (1024, 1024) and config.sac.batch_size == 1024
     assert (hparams.sac.actor_lr, hparams.sac.critic_lr) == (1e-4, 1e-4)
     assert config.sac_steps_per_round == config.episodes_per_round * 1000 // 2  # one SAC step per 2 env steps
+
+
+def test_odice_gpu_settings_are_the_official_codes_on_brax_with_scaled_reset_noise():
+    args = parse(odice_exp, ["--gpu"])
+    odice_exp.resolve_defaults(args)
+    config, hparams = odice_exp.settings(args)
+    assert (config.env, config.gradient_steps, args.transitions) == (GPU_ENV, 1_000_000, 1_000_000)
+    assert (config.value_hidden_sizes, config.policy_hidden_sizes, config.batch_size) == ((256, 256), (1024, 1024), 256)
+    assert hparams == odice.ODICEHParams()  # the official code's lambda, eta, learning rates, tau
+    assert config.ood_env_kwargs == (("reset_noise_scale", 0.05),)  # 10x hopper's 0.005
+    args = parse(odice_exp, ["--gpu", "--env", "brax/halfcheetah", "--perturbation", "2"])
+    odice_exp.resolve_defaults(args)
+    assert odice_exp.settings(args)[0].ood_env_kwargs == (("reset_noise_scale", 0.2),)  # 2x halfcheetah's 0.1
+    plain = parse(odice_exp, [])
+    odice_exp.resolve_defaults(plain)
+    assert odice_exp.settings(plain)[0].ood_env_kwargs == (("start_perturbation", 0.4),)  # the point mass
+    with pytest.raises(SystemExit, match="reset noise"):
+        odice_exp.perturbation_kwargs("brax/inverted_pendulum", 10.0)

@@ -243,6 +243,20 @@ def test_bad_hparams_raise_naming_the_field(changes, match):
         odice.check_hparams(odice.ODICEHParams(**changes))
 
 
+def test_ood_env_on_brax_is_the_env_with_larger_reset_noise():
+    config = odice.ODICEConfig(env="brax/hopper", ood_env_kwargs=(("reset_noise_scale", 0.05),))
+    raw_env, _, params = odice.make_env(config)
+    ood_env, ood_params = odice.make_ood_env(config, raw_env, params)
+    keys = jax.random.split(jax.random.PRNGKey(0), 256)
+    obs = jax.vmap(raw_env.reset, in_axes=(0, None))(keys, params)[0]
+    ood_obs = jax.vmap(ood_env.reset, in_axes=(0, None))(keys, ood_params)[0]
+    # Hopper's observation starts with qpos[1:], drawn uniformly within +-reset_noise_scale of the pose.
+    spread, ood_spread = np.ptp(np.asarray(obs)[:, 1:6], axis=0), np.ptp(np.asarray(ood_obs)[:, 1:6], axis=0)
+    np.testing.assert_array_less(spread, 2 * 0.005 + 1e-6)
+    np.testing.assert_allclose(ood_spread / spread, 10.0, rtol=0.1)
+    assert odice.make_ood_env(odice.ODICEConfig(env="brax/hopper"), raw_env, params) == (None, None)
+
+
 def test_env_and_ood_kwargs_errors_name_the_field(pointmass_data):
     with pytest.raises(ConfigError, match=r"ODICEConfig.ood_env_kwargs: .*'start_jitter'"):
         odice.make_train(odice.ODICEConfig(**{**TINY, "ood_env_kwargs": (("start_jitter", 1.0),)}), pointmass_data)
@@ -283,6 +297,21 @@ def test_quick_cli_writes_every_output(run_experiment):
     assert saved.num_transitions == result["dataset"]["transitions"] == 5000
     assert result["references"]["perturbed"]["distance_to_nearest_dataset_state"]["mean"] > \
         result["references"]["dataset"]["distance_to_nearest_dataset_state"]["mean"]
+
+
+@pytest.mark.slow
+def test_quick_cli_on_brax_scales_rewards_and_perturbs_the_reset_noise(run_experiment):
+    # The --gpu path's code at smoke-test size (a briefly trained SAC policy's data on brax hopper).
+    out, result = run_experiment("odice", "--quick", "--env", "brax/hopper", "--rules", "semi", "--seeds", "1",
+                                 files=("returns.png", "dataset.npz"))
+    assert result["env"] == "brax/hopper" and result["ood_env_kwargs"] == {"reset_noise_scale": 0.05}
+    returns = dataset_lib.load(str(out / "dataset")).episode_returns  # saved as collected, rewards unscaled
+    assert result["dataset"]["reward_scale"] == pytest.approx(1000.0 / np.ptp(returns), rel=1e-5)
+    r = result["rules"]["semi"]
+    refs = result["references"]["dataset"]
+    expected = 100 * (r["return"]["dataset"]["mean"] - refs["random_return"]) / (
+        refs["behaviour_return"] - refs["random_return"])
+    assert r["normalized_score"]["dataset"]["mean"] == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.slow

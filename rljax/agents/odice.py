@@ -104,8 +104,9 @@ class ODICEConfig:
     num_v: int = 2  # twin V heads (the code's use_twin_v)
     layer_norm: bool = True  # LayerNorm after each hidden layer of V (the code's MuJoCo setting)
     eval_episodes: int = 16
-    # Env-param changes of a second, out-of-distribution evaluation (empty: none), e.g.
-    # (("start_perturbation", 0.4),) on toy/pointmass; evaluate() then also returns "return_ood".
+    # A second, out-of-distribution evaluation (empty: none): ``envs.make`` keyword arguments that
+    # update ``env_kwargs`` for it, e.g. (("start_perturbation", 0.4),) on toy/pointmass or
+    # (("reset_noise_scale", 0.05),) on a brax env; evaluate() then also returns "return_ood".
     ood_env_kwargs: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
@@ -328,6 +329,24 @@ def make_env(config: ODICEConfig):
     return env, wrappers.RescaleAction(env), env_params
 
 
+def make_ood_env(config: ODICEConfig, env, env_params):
+    """The learner's view of the out-of-distribution evaluation env (``config.env`` made with
+    ``env_kwargs`` updated by ``ood_env_kwargs``) and its params, or ``(None, None)`` without them.
+    Its observations and actions must match those of the training env ``env`` (checked)."""
+    if not config.ood_env_kwargs:
+        return None, None
+    kwargs = dict(config.env_kwargs) | dict(config.ood_env_kwargs)
+    try:
+        ood_env, ood_params = envs.make(config.env, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"ODICEConfig.ood_env_kwargs: {dict(config.ood_env_kwargs)} are not arguments of "
+                          f"{config.env!r} ({e})") from e
+    for what, get in (("observation shape", envs.observation_shape), ("action dim", envs.action_dim)):
+        expected, actual = get(env, env_params), get(ood_env, ood_params)
+        require(expected == actual, f"ODICEConfig.ood_env_kwargs: the {what} changes from {expected} to {actual}")
+    return wrappers.RescaleAction(ood_env), ood_params
+
+
 def _optimizers(hp: ODICEHParams):
     # PyTorch Adam(weight_decay=wd) adds wd * params to the gradient before Adam (L2, not AdamW).
     return optax.adam(hp.value_lr), optax.chain(optax.add_decayed_weights(hp.policy_weight_decay),
@@ -338,11 +357,7 @@ def make_train(config: ODICEConfig, data: Dataset) -> Trainer:
     """``data``: a ``rljax.core.dataset.Dataset`` recorded on ``config.env`` (checked; errors name the field)."""
     raw_env, env, env_params = make_env(config)
     transitions = offline.from_dataset(data, raw_env, env_params, name="dataset")
-    try:
-        ood_params = env_params.replace(**dict(config.ood_env_kwargs)) if config.ood_env_kwargs else None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"ODICEConfig.ood_env_kwargs: {dict(config.ood_env_kwargs)} do not fit the params of "
-                          f"{config.env!r} ({e})") from e
+    ood_env, ood_params = make_ood_env(config, raw_env, env_params)
     obs_shape, action_dim = envs.observation_shape(env, env_params), envs.action_dim(env, env_params)
     value_net = VEnsemble(config.num_v, config.value_hidden_sizes, config.layer_norm)
     policy_net = GaussianPolicy(action_dim, config.policy_hidden_sizes)
@@ -411,8 +426,8 @@ def make_train(config: ODICEConfig, data: Dataset) -> Trainer:
         collected from it) and, with ``ood_env_kwargs``, from the changed starts as well."""
         in_key, ood_key = jax.random.split(key)
         out = episode_returns(env, env_params, act(state), in_key, config.eval_episodes)
-        if ood_params is not None:
-            ood = episode_returns(env, ood_params, act(state), ood_key, config.eval_episodes)
+        if ood_env is not None:
+            ood = episode_returns(ood_env, ood_params, act(state), ood_key, config.eval_episodes)
             out |= {"return_ood": ood["return"], "length_ood": ood["length"]}
         return out
 

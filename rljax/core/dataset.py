@@ -230,6 +230,23 @@ def normalized_score(returns, random_return, expert_return):
     return 100.0 * (np.asarray(returns, np.float64) - random_return) / (expert_return - random_return)
 
 
+def scale_rewards_by_return_range(dataset: Dataset, target_range: float = 1000.0) -> tuple[Dataset, float]:
+    """Rewards times ``target_range / (max episode return - min episode return)``: the MuJoCo reward
+    normalisation of IQL, XQL, f-DVL and ODICE's D4RL loaders. Returns the new dataset (its metadata
+    records ``reward_scale``) and the factor. Scalar rewards only; the returns must not all be equal."""
+    if dataset.reward.ndim != 1:
+        raise DatasetError(f"field 'reward' has shape {dataset.reward.shape}; the return range needs [N] rewards")
+    returns = dataset.episode_returns
+    spread = float(returns.max() - returns.min()) if returns.size else 0.0
+    if not spread > 0:
+        raise DatasetError(f"episode returns span {spread} (over {returns.size} episodes); the return range "
+                           "normalisation needs episodes with different returns")
+    scale = target_range / spread
+    metadata = {**dataset.metadata, "reward_scale": scale}
+    return dataclasses.replace(dataset, reward=(dataset.reward * scale).astype(dataset.reward.dtype),
+                               metadata=metadata), scale
+
+
 # ---------------------------------------------------------------- checking
 
 
