@@ -87,6 +87,9 @@ tertiles +2.53, +4.06, -1.09 (``truncated`` pairs: lowest CHES, 56% drop, within
 -1.71, -3.02), -2.95, -3.86 (top); top minus bottom -2.22 (CI -7.9..+3.5). Full set -3.28 (CI -5.0..-1.6).
 Removing the top half by CHES / ln-CHES raises the kept pairs' Delta by +1.23 / +1.33 (CI -1.9..+4.4 /
 -2.4..+5.1; 2 / 3 of 3 seeds), a random half by -0.77 (CI -2.0..+0.5). lr 3e-4: Spearman 0.32 (CI 0.23..0.41).
+The paper's filter size (a diagnostic run, ``--set removed_fraction=0.95``: keep 12 of 240 pairs, 75 s): the
+kept pairs' Delta rises by +4.85 with CHES (CI -2.8..+12.5), +2.80 with ln-CHES (CI -3.6..+9.2) and +5.43 with a
+random 5% (CI +2.0..+8.8): the small set's own y+ rises whichever pairs it holds; CHES - random -0.57.
 
 With clipping at 1.0 (``--set dpo_max_grad_norm=1``; otherwise the same; 96 s on a shared core): the §15(d)
 claim is NOT reproduced. Single-pair Spearman(CHES, -Delta) = 0.24 (seeds 0.30, 0.23, 0.18; 95% CI

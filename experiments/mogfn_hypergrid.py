@@ -38,7 +38,9 @@ First full run, 3 hidden layers (7.2 min wall on one shared core): hypervolume a
 diversity hold (HV ratio 1.000; 1498 vs 51 distinct top-10% states); L1 does not
 (1.796 -> 0.298, 6.0x; per seed 5.9x, 5.2x, 7.4x). Second full run, 4 hidden layers as
 the authors ran (6.6 min): HV ratio 1.000, 1500 vs 49 distinct top-10% states; L1
-still short (1.795 -> 0.256, 7.0x; per seed 8.4x, 6.4x, 6.6x).
+still short (1.795 -> 0.256, 7.0x; per seed 8.4x, 6.4x, 6.6x). Diagnostics, not the claim's setting:
+10000 updates (``--updates 10000``): 8.9x; the paper's 32x32 grid (``--side 32``, 5000 updates, 6.4 min):
+1.944 -> 0.291, 6.7x (per seed 6.5x, 7.2x, 6.3x), HV ratio 1.000, 3414 vs 52.7 distinct top-10% states.
 
 Writes config.json, metrics.jsonl, result.json, front.png and l1.png.
 """
