@@ -3,6 +3,7 @@
     python -m experiments mamql-gems                    # MLP critics, 5 seeds, 50 demonstrations each
     python -m experiments mamql-gems --critic tabular   # tabular critics (one parameter per joint state)
     python -m experiments mamql-gems --quick            # smoke test (seconds)
+    python -m experiments mamql-gems --gpu              # continuous MAMQL on MABrax hopper_3x1 (experiments.mamql_brax)
 
 Setup (``envs.multiagent.gems``: 5x5 grid, 2 agents, 3 gems valued differently by each
 agent, general-sum; discount gamma = 0.9):
@@ -101,7 +102,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.multiagent import gems as gems_lib
-from experiments.common import add_run_arguments, setup_run
+from experiments import mamql_brax
+from experiments.common import add_run_arguments, apply_gpu_defaults, setup_run
 from rljax.agents import mamql
 from rljax.core import tabular
 from rljax.core.config import to_dict
@@ -110,6 +112,7 @@ from rljax.core.stats import mean_ci95
 from rljax.core.plotting import plt, save_figure
 
 NAME = "mamql-gems"
+GEMS_ENV = "multiagent/gems"
 DESCRIPTION = "MAMQL (Haynam et al. 2025) vs BC vs joint IQ-Learn on a 2-agent general-sum Gems grid, exact evaluation"
 
 RETURN_MIN_PERCENT = 90.0
@@ -144,7 +147,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, help="demonstration sets / initialisations, trained side by side "
                         "(default 5; 2 with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="base PRNG seed")
-    parser.add_argument("--quick", action="store_true", help="5 demonstrations, 20 updates: a smoke test")
+    parser.add_argument("--env", default=GEMS_ENV, help=f"{GEMS_ENV} or a JaxMARL MABrax env (jaxmarl/hopper_3x1, "
+                        "jaxmarl/halfcheetah_6x1: continuous MAMQL, experiments.mamql_brax)")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--quick", action="store_true", help="a smoke test (Gems: 5 demonstrations, 20 updates)")
+    scale.add_argument("--gpu", action="store_true", help=f"the brax scale-up ({mamql_brax.GPU_ENV}: a SAC expert, 50 "
+                       "demonstrations, 1e5 gradient steps per method): a GPU run")
     parser.add_argument("--critic", choices=mamql.CRITICS, default=Settings.critic,
                         help="critic of every method: an MLP of each agent's observation (default), or a table "
                         "over joint states")
@@ -241,11 +249,16 @@ def _plot(summary: dict, path: str, title: str) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
+    apply_gpu_defaults(args, add_arguments, {"env": mamql_brax.GPU_ENV})
     settings = dataclasses.replace(QUICK if args.quick else Settings(), critic=args.critic)
     args.seeds = args.seeds or (2 if args.quick else 5)
     if args.seeds < 1:
         raise SystemExit(f"--seeds: expected a positive number, got {args.seeds}")
+    if args.env != GEMS_ENV and not args.env.startswith("jaxmarl/"):
+        raise SystemExit(f"--env: expected {GEMS_ENV} or jaxmarl/<MABrax id>, got {args.env!r}")
     run_dir = setup_run(args, NAME)
+    if args.env != GEMS_ENV:
+        return mamql_brax.main(args, run_dir)
     start = time.perf_counter()
     env, env_params = gems_lib.make(size=settings.grid_size, max_steps_in_episode=settings.max_steps_in_episode)
     game = env.tabular()

@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from experiments import ailboost, fdvl_vs_xql, iqlearn, recoil
+from experiments import ailboost, fdvl_vs_xql, iqlearn, mamql_brax, mamql_gems, recoil
 from experiments import odice as odice_exp
 from experiments.common import GPU_ENV, apply_gpu_defaults
 from rljax.agents import iq_learn, odice, sac
@@ -24,7 +24,7 @@ def test_gpu_defaults_fill_only_flags_left_at_their_defaults():
     plain = parse(ailboost, [])
     apply_gpu_defaults(plain, ailboost.add_arguments, {"env": GPU_ENV, "rounds": 500})
     assert (plain.env, plain.rounds) == ("gymnax/Pendulum-v1", 75)  # no --gpu: nothing changes
-    for module in (ailboost, fdvl_vs_xql, recoil, iqlearn, odice_exp):
+    for module in (ailboost, fdvl_vs_xql, recoil, iqlearn, odice_exp, mamql_gems):
         with pytest.raises(SystemExit):
             parse(module, ["--gpu", "--quick"])  # exclusive
 
@@ -79,3 +79,15 @@ def test_odice_gpu_settings_are_the_official_codes_on_brax_with_scaled_reset_noi
     assert odice_exp.settings(plain)[0].ood_env_kwargs == (("start_perturbation", 0.4),)  # the point mass
     with pytest.raises(SystemExit, match="reset noise"):
         odice_exp.perturbation_kwargs("brax/inverted_pendulum", 10.0)
+
+
+def test_mamql_gpu_runs_continuous_mamql_on_the_multi_agent_hopper():
+    args = parse(mamql_gems, ["--gpu"])
+    apply_gpu_defaults(args, mamql_gems.add_arguments, {"env": mamql_brax.GPU_ENV})
+    assert args.env == "jaxmarl/hopper_3x1" and mamql_brax.brax_env_of(args.env) == "brax/hopper"
+    assert mamql_brax.brax_env_of("jaxmarl/halfcheetah_6x1") == "brax/halfcheetah"
+    settings = mamql_brax.BraxSettings()
+    assert (settings.num_demos, settings.num_updates * settings.gradient_steps, settings.expert_steps) == (
+        50, 100_000, None)  # 50 demonstrations as on Gems; None: the SAC preset's 1e6 expert steps
+    with pytest.raises(SystemExit, match="--env: expected multiagent/gems or jaxmarl/"):
+        mamql_gems.main(parse(mamql_gems, ["--env", "brax/hopper"]))
