@@ -105,6 +105,9 @@ def _replace_fields(config: Any, changes: dict[str, Any]) -> Any:
 
 # The brax locomotion scale-up of the Pendulum experiments: the env that --gpu selects unless --env is given.
 GPU_ENV = "brax/hopper"
+# Offline RL on these envs scales rewards by 1000 / (the dataset's return range), as the IQL, DVL (f-DVL)
+# and ODICE codes do for hopper, halfcheetah and walker2d (``dataset.scale_rewards_by_return_range``).
+RETURN_RANGE_ENVS = ("brax/hopper", "brax/halfcheetah", "brax/walker2d")
 
 
 def apply_gpu_defaults(args: argparse.Namespace, add_arguments, gpu_defaults: dict[str, Any]) -> None:

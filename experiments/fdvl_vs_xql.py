@@ -9,7 +9,10 @@
 1. Data: ``--dataset FILE`` (``make-dataset`` output) or ``make_dataset.make("mixed", ...)``:
    1e5 transitions, half from a uniform random policy, half from a "medium" SAC policy.
    The normalised score puts the random policy at 0 and the medium policy at 100
-   (the dataset's ``random_return`` and ``policy_return``).
+   (the dataset's ``random_return`` and ``policy_return``). On brax hopper, halfcheetah and
+   walker2d (``--gpu``) the rewards are scaled by 1000 / (the dataset's return range) first, as
+   the DVL code (``train_offline.normalize``) does for those MuJoCo tasks; returns and scores
+   stay in the env's units, and the divergence threshold uses the scaled rewards.
 2. Methods (``rljax.agents.implicit_value``), same networks, batch, updates and AWR
    policy extraction; the temperature ``alpha`` (``--alphas``, default 0.5, 1, 2, 5)
    enters each value loss as follows (``diff = Qbar - V``):
@@ -51,7 +54,8 @@ import jax
 import numpy as np
 
 import envs
-from experiments.common import GPU_ENV, add_run_arguments, apply_gpu_defaults, apply_overrides, setup_run
+from experiments.common import (GPU_ENV, RETURN_RANGE_ENVS, add_run_arguments, apply_gpu_defaults, apply_overrides,
+                                setup_run)
 from rljax.agents import implicit_value as iv
 from rljax.core import dataset as dataset_lib
 from rljax.core import loop as loop_lib
@@ -298,6 +302,8 @@ def main(args: argparse.Namespace) -> dict:
     run_dir = setup_run(args, NAME)
     start = time.perf_counter()
     dataset = load_dataset(args)
+    if args.env in RETURN_RANGE_ENVS:  # the DVL code's MuJoCo reward normalisation (returns stay in env units)
+        dataset, _ = dataset_lib.scale_rewards_by_return_range(dataset)
     dataset_seconds = time.perf_counter() - start
     raw_env, env_params = envs.make(args.env)
     data = offline.from_dataset(dataset, raw_env, env_params)
@@ -326,7 +332,8 @@ def main(args: argparse.Namespace) -> dict:
         },
         "dataset": {"path": args.dataset, "num_transitions": dataset.num_transitions,
                     "random_return": meta["random_return"], "policy_return": meta["policy_return"],
-                    "mean_return": meta.get("mean_return"), "r_max": r_max},
+                    "mean_return": meta.get("mean_return"), "r_max": r_max,
+                    "reward_scale": meta.get("reward_scale", 1.0)},
         "divergence_threshold": threshold,
         "divergence_definition": f"max |V| or |Q| over any training batch > {DIVERGENCE_FACTOR:g} r_max / (1 - gamma), "
                                  "or non-finite",

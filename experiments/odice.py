@@ -35,9 +35,9 @@ values (about -100 at the start) were far from converged within the 20k-step bud
 The brax scale-up (``--gpu``, unmeasured: no GPU was lent to this project so far): a D4RL-style
 "medium" dataset (``experiments.make_dataset``: 1e6 transitions of a partly trained SAC policy)
 on ``brax/hopper`` (``--env`` for another brax env), rewards scaled by 1000 / (the dataset's
-return range) as the official code does for MuJoCo, the official code's settings (``ODICEHParams()``
-defaults: lambda 0.6, eta 1.0, lr 2e-4, tau 0.005; twin 2x256 LayerNorm V, 2x1024 policy, batch
-256) for 1e6 gradient steps; perturbed starts are the env's own reset noise scaled up
+return range) as the official code does for MuJoCo (hopper, halfcheetah, walker2d), the official
+code's settings (``ODICEHParams()`` defaults: lambda 0.6, eta 1.0, lr 2e-4, tau 0.005; twin 2x256
+LayerNorm V, 2x1024 policy, batch 256) for 1e6 gradient steps; perturbed starts are the env's own reset noise scaled up
 (``reset_noise_scale`` = ``--perturbation`` x the env's own, default 10x: hopper 0.005 -> 0.05).
 Scores are normalised to the dataset's random (0) and medium (100) policies; the claim is checked
 the same way.
@@ -61,7 +61,8 @@ import numpy as np
 import envs
 from envs.brax_envs import default_reset_noise_scale
 from experiments import make_dataset as make_dataset_lib
-from experiments.common import GPU_ENV, add_run_arguments, apply_gpu_defaults, apply_overrides, setup_run
+from experiments.common import (GPU_ENV, RETURN_RANGE_ENVS, add_run_arguments, apply_gpu_defaults, apply_overrides,
+                                setup_run)
 from experiments.make_dataset import command_line
 from rljax.agents import odice
 from rljax.core import dataset as dataset_lib
@@ -183,15 +184,15 @@ def references(data: dataset_lib.Dataset, perturbation: float, key: jax.Array) -
 
 
 def load_data(args: argparse.Namespace, key: jax.Array) -> tuple[dataset_lib.Dataset, dataset_lib.Dataset, dict]:
-    """The dataset as collected, the one the rules learn from (brax: rewards scaled by the return
-    range, as the official code), and the reference returns."""
+    """The dataset as collected, the one the rules learn from (hopper, halfcheetah, walker2d: rewards
+    scaled by the return range, as the official code), and the reference returns."""
     if args.env == ENV:
         data = make_dataset(args.transitions, key, command_line(args, NAME))
         return data, data, references(data, args.perturbation, key)
     extra = {"agent_steps": 2_000} if args.quick else {}
     data = make_dataset_lib.make("medium", args.env, key, steps=args.transitions,
                                  metadata={"command": command_line(args, NAME)}, **extra)
-    scaled, _ = dataset_lib.scale_rewards_by_return_range(data)
+    scaled = dataset_lib.scale_rewards_by_return_range(data)[0] if args.env in RETURN_RANGE_ENVS else data
     # Only the unperturbed starts have reference returns (the medium policy is not kept).
     refs = {"dataset": {"behaviour_return": data.metadata["policy_return"],
                         "random_return": data.metadata["random_return"]}, "perturbed": {}}

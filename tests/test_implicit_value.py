@@ -279,7 +279,19 @@ def test_quick_cli_writes_every_output(tmp_path, pendulum_data):
         assert len(per["final_return_per_seed"]) == 2 and len(per["diverged_per_seed"]) == 2
         assert per["final_return"]["n"] == 2 and 0 <= per["diverged_fraction"] <= 1
     assert result["divergence_threshold"] == pytest.approx(10 * np.abs(data.reward).max() / 0.01, rel=1e-5)
+    assert result["dataset"]["reward_scale"] == 1.0  # Pendulum's rewards are used as they are
     assert result["claim"]["holds"] is None  # chi2 was not run
+
+
+@pytest.mark.slow
+def test_quick_cli_on_brax_hopper_scales_rewards_by_the_return_range(tmp_path):
+    # The --gpu path's data handling at smoke-test size: the DVL code normalises hopper's rewards.
+    out = tmp_path / "run"
+    assert cli(["fdvl-vs-xql", "--quick", "--env", "brax/hopper", "--methods", "iql", "--seeds", "1",
+                "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    scale, r_max = result["dataset"]["reward_scale"], result["dataset"]["r_max"]
+    assert scale != 1.0 and result["divergence_threshold"] == pytest.approx(10 * r_max / 0.01, rel=1e-5)
 
 
 def test_cli_rejects_a_method_field_override(tmp_path):
