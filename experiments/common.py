@@ -12,6 +12,7 @@ from typing import Any
 import jax
 
 from rljax.core.config import ConfigError
+from rljax.core.dataset import scale_rewards_by_return_range
 from rljax.core.logging import new_run_dir, prepare_run_dir
 
 
@@ -106,8 +107,15 @@ def _replace_fields(config: Any, changes: dict[str, Any]) -> Any:
 # The brax locomotion scale-up of the Pendulum experiments: the env that --gpu selects unless --env is given.
 GPU_ENV = "brax/hopper"
 # Offline RL on these envs scales rewards by 1000 / (the dataset's return range), as the IQL, DVL (f-DVL)
-# and ODICE codes do for hopper, halfcheetah and walker2d (``dataset.scale_rewards_by_return_range``).
+# and ODICE codes do for hopper, halfcheetah and walker2d.
 RETURN_RANGE_ENVS = ("brax/hopper", "brax/halfcheetah", "brax/walker2d")
+
+
+def offline_rl_rewards(dataset, env: str):
+    """The dataset an offline RL learner trains on: on ``RETURN_RANGE_ENVS`` its rewards scaled by
+    ``dataset.scale_rewards_by_return_range`` (its metadata records ``reward_scale``), elsewhere as it is.
+    Returns and normalised scores stay in the env's units."""
+    return scale_rewards_by_return_range(dataset)[0] if env in RETURN_RANGE_ENVS else dataset
 
 
 def apply_gpu_defaults(args: argparse.Namespace, add_arguments, gpu_defaults: dict[str, Any]) -> None:

@@ -54,7 +54,7 @@ import jax
 import numpy as np
 
 import envs
-from experiments.common import (GPU_ENV, RETURN_RANGE_ENVS, add_run_arguments, apply_gpu_defaults, apply_overrides,
+from experiments.common import (GPU_ENV, add_run_arguments, apply_gpu_defaults, apply_overrides, offline_rl_rewards,
                                 setup_run)
 from rljax.agents import implicit_value as iv
 from rljax.core import dataset as dataset_lib
@@ -301,9 +301,7 @@ def main(args: argparse.Namespace) -> dict:
         settings(args, m)
     run_dir = setup_run(args, NAME)
     start = time.perf_counter()
-    dataset = load_dataset(args)
-    if args.env in RETURN_RANGE_ENVS:  # the DVL code's MuJoCo reward normalisation (returns stay in env units)
-        dataset, _ = dataset_lib.scale_rewards_by_return_range(dataset)
+    dataset = offline_rl_rewards(load_dataset(args), args.env)  # the DVL code's MuJoCo reward normalisation
     dataset_seconds = time.perf_counter() - start
     raw_env, env_params = envs.make(args.env)
     data = offline.from_dataset(dataset, raw_env, env_params)

@@ -61,7 +61,7 @@ import numpy as np
 import envs
 from envs.brax_envs import default_reset_noise_scale
 from experiments import make_dataset as make_dataset_lib
-from experiments.common import (GPU_ENV, RETURN_RANGE_ENVS, add_run_arguments, apply_gpu_defaults, apply_overrides,
+from experiments.common import (GPU_ENV, add_run_arguments, apply_gpu_defaults, apply_overrides, offline_rl_rewards,
                                 setup_run)
 from experiments.make_dataset import command_line
 from rljax.agents import odice
@@ -192,7 +192,7 @@ def load_data(args: argparse.Namespace, key: jax.Array) -> tuple[dataset_lib.Dat
     extra = {"agent_steps": 2_000} if args.quick else {}
     data = make_dataset_lib.make("medium", args.env, key, steps=args.transitions,
                                  metadata={"command": command_line(args, NAME)}, **extra)
-    scaled = dataset_lib.scale_rewards_by_return_range(data)[0] if args.env in RETURN_RANGE_ENVS else data
+    scaled = offline_rl_rewards(data, args.env)
     # Only the unperturbed starts have reference returns (the medium policy is not kept).
     refs = {"dataset": {"behaviour_return": data.metadata["policy_return"],
                         "random_return": data.metadata["random_return"]}, "perturbed": {}}

@@ -279,6 +279,20 @@ def test_scale_rewards_by_return_range():
         ds.scale_rewards_by_return_range(vector)
 
 
+def test_offline_rl_rewards_scale_only_the_locomotion_envs_of_the_dvl_and_odice_codes():
+    from experiments.common import offline_rl_rewards
+
+    arrays = {"obs": np.zeros((4, 1), np.float32), "action": np.zeros((4, 1), np.float32),
+              "reward": np.array([1.0, 1.0, 0.5, 0.0], np.float32), "next_obs": np.zeros((4, 1), np.float32),
+              "terminated": np.zeros(4, bool), "truncated": np.array([0, 1, 0, 1], bool),
+              "episode_id": np.array([0, 0, 1, 1])}
+    data = ds.Dataset(**arrays, metadata={})  # episode returns 2.0 and 0.5
+    assert offline_rl_rewards(data, "gymnax/Pendulum-v1") is data
+    for env in ("brax/hopper", "brax/halfcheetah", "brax/walker2d"):
+        np.testing.assert_allclose(offline_rl_rewards(data, env).reward, arrays["reward"] * 1000.0 / 1.5, rtol=1e-6)
+    assert offline_rl_rewards(data, "brax/ant") is data
+
+
 # ---------------------------------------------------------------- make-dataset
 
 
