@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 export XLA_PYTHON_CLIENT_PREALLOCATE := false
 
-.PHONY: setup demo test test-slow bench bench-dpo clean
+.PHONY: setup demo test test-slow bench bench-dpo bench-rejax clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ bench: $(STAMP)
 bench-dpo: $(STAMP)
 	$(BIN)/pip install -q -r requirements-bench.lock
 	$(BIN)/python -m experiments.benchmarks.dpo_throughput --out runs/bench/dpo_throughput.json
+
+# PPO and SAC training throughput beside Rejax's on the same settings, in one process.
+bench-rejax: $(STAMP)
+	$(BIN)/python -m experiments.benchmarks.vs_rejax --out runs/bench/vs_rejax.json
 
 clean:
 	rm -rf $(VENV) runs .jax_cache

@@ -56,15 +56,21 @@ def cases(quick: bool) -> list[Case]:
 
 def timed(fn, *args, repeats: int):
     """(compile seconds, best run seconds) of ``jax.jit(fn)(*args)``."""
+    compile_s, run_s, _ = timed_output(fn, *args, repeats=repeats)
+    return compile_s, run_s
+
+
+def timed_output(fn, *args, repeats: int):
+    """(compile seconds, best run seconds, output of the last run) of ``jax.jit(fn)(*args)``."""
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - start
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
+        output = jax.block_until_ready(compiled(*args))
         best = min(best, time.perf_counter() - start)
-    return compile_s, best
+    return compile_s, best, output
 
 
 def raw_env_throughput(config, num_steps: int, repeats: int, make_env=ppo.make_env) -> dict:
@@ -99,14 +105,18 @@ def training_throughput(trainer, hparams, repeats: int, num_seeds: int = 1) -> d
     return result | {"seeds": num_seeds}
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/bench/throughput.json")
+def case_arguments(argv, description: str, out: str) -> argparse.Namespace:
+    """The command line of a benchmark made of named cases: --out, --quick, --repeats, --only."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default=out)
     parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke test, not a measurement)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", help="run only cases whose name contains this text")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def main(argv=None) -> dict:
+    args = case_arguments(argv, __doc__.splitlines()[0], "runs/bench/throughput.json")
     results = []
     for case in cases(args.quick):
         if args.only and args.only not in case.name:
