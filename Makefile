@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 export XLA_PYTHON_CLIENT_PREALLOCATE := false
 
-.PHONY: setup demo test test-slow bench bench-dpo bench-rejax clean
+.PHONY: setup demo test test-slow bench bench-dpo bench-rejax bench-brax clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ bench-dpo: $(STAMP)
 # PPO and SAC training throughput beside Rejax's on the same settings, in one process.
 bench-rejax: $(STAMP)
 	$(BIN)/python -m experiments.benchmarks.vs_rejax --out runs/bench/vs_rejax.json
+
+# PPO training throughput beside brax's own PPO trainer on the same brax envs and settings, in one process.
+bench-brax: $(STAMP)
+	$(BIN)/python -m experiments.benchmarks.vs_brax --out runs/bench/vs_brax.json
 
 clean:
 	rm -rf $(VENV) runs .jax_cache
