@@ -45,7 +45,7 @@ bench-dpo: $(STAMP)
 bench-rejax: $(STAMP)
 	$(BIN)/python -m experiments.benchmarks.vs_rejax --out runs/bench/vs_rejax.json
 
-# PPO training throughput beside brax's own PPO trainer on the same brax envs and settings, in one process.
+# PPO and SAC training throughput beside brax's own trainers on the same brax envs and settings, in one process.
 bench-brax: $(STAMP)
 	$(BIN)/python -m experiments.benchmarks.vs_brax --out runs/bench/vs_brax.json
 

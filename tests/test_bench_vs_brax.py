@@ -1,5 +1,6 @@
 """The brax-trainer comparison gives brax the same PPO as rljax's and reports what it promises."""
 
+import dataclasses
 import json
 
 import jax
@@ -32,6 +33,36 @@ def test_brax_gets_the_same_ppo_and_batch_layout():
     assert vectors == sorted([(256,), (256,), (6,), (6,)])  # two hidden biases, the mean's bias, the log-std
 
 
+def test_brax_sac_gets_the_same_settings():
+    case = vs_brax.cases(quick=False)[2]
+    config, hp = case.config, case.hparams
+    kwargs = vs_brax.brax_trainer_kwargs(case, quick=False)
+    assert case.algorithm == "sac" and config.env == "brax/inverted_pendulum"
+    assert kwargs["num_envs"] == config.num_envs == 4
+    assert kwargs["grad_updates_per_step"] == 4 and config.gradient_steps == 4 and config.steps_per_update == 1
+    assert kwargs["min_replay_size"] == config.learning_starts == 256
+    assert kwargs["num_timesteps"] == config.total_timesteps == 20_256
+    assert (kwargs["batch_size"], kwargs["max_replay_size"], kwargs["tau"]) == (256, 100_000, 0.005)
+    assert kwargs["learning_rate"] == hp.actor_lr == hp.critic_lr == hp.alpha_lr == 3e-4
+    assert config.target_entropy_scale == 0.5  # brax's -0.5 x action size
+    # Two epochs of whole actor steps after the prefill: (20,256 - 256) / 2 / 4 envs = 2,500 each.
+    assert (kwargs["num_timesteps"] - kwargs["min_replay_size"]) % (2 * kwargs["num_envs"]) == 0
+    networks = kwargs["network_factory"](observation_size=4, action_size=1)
+    kernels = sorted(leaf.shape for leaf in jax.tree.leaves(networks.policy_network.init(jax.random.PRNGKey(0)))
+                     if leaf.ndim == 2)
+    assert kernels == sorted([(4, 256), (256, 256), (256, 2)])  # mean and scale of a 1-d action
+
+
+def test_brax_sac_refuses_settings_it_cannot_express():
+    case = vs_brax.cases(quick=True)[2]
+    uneven = dataclasses.replace(case, hparams=case.hparams.replace(alpha_lr=1e-3))
+    with pytest.raises(ValueError, match="one learning rate"):
+        vs_brax.brax_trainer_kwargs(uneven, quick=True)
+    fractional = dataclasses.replace(case, config=dataclasses.replace(case.config, steps_per_update=3))
+    with pytest.raises(ValueError, match="gradient_steps 4 per steps_per_update 3"):
+        vs_brax.brax_trainer_kwargs(fractional, quick=True)
+
+
 def test_device_put_replicated_stacks_a_copy_per_device():
     tree = {"w": np.arange(6.0).reshape(2, 3), "step": np.int32(7)}
     out = vs_brax._device_put_replicated(tree, jax.devices())
@@ -42,13 +73,15 @@ def test_device_put_replicated_stacks_a_copy_per_device():
 
 
 @pytest.mark.slow
-def test_quick_comparison_runs_brax_and_rljax(tmp_path):
+@pytest.mark.parametrize("name, env_steps", [("PPO brax/inverted_pendulum", 2 * 256 * 16),
+                                             ("SAC brax/inverted_pendulum", 1_256)])
+def test_quick_comparison_runs_brax_and_rljax(tmp_path, name, env_steps):
     out = tmp_path / "vs_brax.json"
-    vs_brax.main(["--quick", "--repeats", "1", "--only", "inverted_pendulum", "--out", str(out)])
+    vs_brax.main(["--quick", "--repeats", "1", "--only", name, "--out", str(out)])
     (result,) = json.loads(out.read_text())["results"]
     for library in ("rljax", "brax"):
         r = result[library]
-        assert r["env_steps"] == 2 * 256 * 16
+        assert r["env_steps"] == env_steps
         assert r["compile_seconds"] > 0 and r["run_seconds"] > 0 and np.isfinite(r["final_return"])
     # brax's second epoch runs without compiling: its rate is of the same order as rljax's, not 100x below.
     assert 0.1 < result["rljax_over_brax"] < 10

@@ -25,7 +25,8 @@ def test_rejax_gets_the_same_settings_as_rljax():
     pendulum = vs_rejax.rejax_algorithm(next(c for c in quick.values() if c.algorithm == "sac"))
     config, hparams = sac.PRESETS["gymnax/Pendulum-v1"]
     assert (pendulum.batch_size, pendulum.buffer_size, pendulum.fill_buffer) == (256, 100_000, 1_000)
-    assert pendulum.num_epochs == config.gradient_steps == 1 and pendulum.num_critics == 2
+    assert pendulum.num_epochs == config.gradient_steps == 1 and config.steps_per_update == 1
+    assert pendulum.num_critics == config.num_q == 2
     assert float(pendulum.polyak) == 1.0 - hparams.tau == 0.995  # Rejax: target <- polyak target + (1 - polyak) online
     assert pendulum.critic.hidden_layer_sizes == (256, 256)
 

@@ -114,15 +114,16 @@ def rejax_algorithm(case: Case):
     if case.algorithm == "ppo":
         config, hparams = ppo.PRESETS["gymnax/CartPole-v1"]
         return PPO.create(
-            **common, gamma=hparams.gamma, num_envs=config.num_envs, num_steps=config.num_steps, num_epochs=config.update_epochs,
-            num_minibatches=config.num_minibatches, learning_rate=hparams.learning_rate,
+            **common, gamma=hparams.gamma, num_envs=config.num_envs, num_steps=config.num_steps,
+            num_epochs=config.update_epochs, num_minibatches=config.num_minibatches, learning_rate=hparams.learning_rate,
             max_grad_norm=hparams.max_grad_norm, gae_lambda=hparams.gae_lambda, clip_eps=hparams.clip_eps,
             ent_coef=hparams.ent_coef, vf_coef=hparams.vf_coef,
             agent_kwargs={"activation": config.activation, "hidden_layer_sizes": config.hidden_sizes},
         )
     config, hparams = sac.PRESETS["gymnax/Pendulum-v1"]
     return SAC.create(
-        **common, gamma=hparams.gamma, num_envs=config.num_envs, num_epochs=config.gradient_steps, fill_buffer=config.learning_starts,
+        **common, gamma=hparams.gamma, num_envs=config.num_envs, fill_buffer=config.learning_starts,
+        num_epochs=config.gradient_steps,  # gradient steps per iteration of num_envs env steps (steps_per_update 1)
         buffer_size=config.buffer_size, batch_size=config.batch_size, learning_rate=hparams.actor_lr,
         polyak=1.0 - hparams.tau, num_critics=config.num_q, hidden_layer_sizes=config.hidden_sizes,
     )
