@@ -135,6 +135,29 @@ def main(argv=None) -> dict:
     return write_report("throughput", args.quick, results, args.out)
 
 
+def compare_libraries(benchmark: str, baseline: str, cases, args, run_rljax, run_baseline, describe) -> dict:
+    """Each case of ``cases`` (those whose name contains ``args.only``) trained by rljax and by ``baseline``.
+
+    ``run_rljax(case)`` and ``run_baseline(case)`` return ``env_steps_per_second``, ``compile_seconds``,
+    ``run_seconds`` and ``final_return``; ``describe(case)`` the case's fields for the JSON. Prints each
+    pair and ``rljax / baseline``, and writes the report (``rljax_over_<baseline>`` per case).
+    """
+    results = []
+    for case in cases:
+        if args.only and args.only not in case.name:
+            continue
+        print(f"{case.name}:", flush=True)
+        ours, theirs = run_rljax(case), run_baseline(case)
+        for name, r in (("rljax", ours), (baseline, theirs)):
+            print(f"  {name:6s} {r['env_steps_per_second']:>10,.0f} steps/s (compile {r['compile_seconds']:.1f} s, "
+                  f"run {r['run_seconds']:.2f} s), final return {r['final_return']:.1f}", flush=True)
+        ratio = ours["env_steps_per_second"] / theirs["env_steps_per_second"]
+        print(f"  rljax / {baseline} = {ratio:.2f}x", flush=True)
+        results.append({"case": case.name, **describe(case), "rljax": ours, baseline: theirs,
+                        f"rljax_over_{baseline}": ratio})
+    return write_report(benchmark, args.quick, results, args.out)
+
+
 def write_report(name: str, quick: bool, results, out: str) -> dict:
     """The benchmark's JSON, with the machine it ran on."""
     report = {

@@ -56,7 +56,7 @@ from brax.training.agents.sac import networks as brax_sac_networks
 from brax.training.agents.sac import train as brax_sac
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from experiments.benchmarks.throughput import case_arguments, timed_output, write_report
+from experiments.benchmarks.throughput import case_arguments, compare_libraries, timed_output
 from rljax.agents import ppo, sac
 
 
@@ -163,20 +163,12 @@ def run_brax(case: Case, repeats: int, quick: bool) -> dict:
 
 def main(argv=None) -> dict:
     args = case_arguments(argv, __doc__.splitlines()[0], "runs/bench/vs_brax.json")
-    results = []
-    for case in cases(args.quick):
-        if args.only and args.only not in case.name:
-            continue
-        print(f"{case.name}:", flush=True)
-        ours, theirs = run_rljax(case, args.repeats), run_brax(case, args.repeats, args.quick)
-        for name, r in (("rljax", ours), ("brax", theirs)):
-            print(f"  {name:6s} {r['env_steps_per_second']:>10,.0f} steps/s (compile {r['compile_seconds']:.1f} s, "
-                  f"run {r['run_seconds']:.2f} s), final return {r['final_return']:.1f}", flush=True)
-        ratio = ours["env_steps_per_second"] / theirs["env_steps_per_second"]
-        print(f"  rljax / brax = {ratio:.2f}x", flush=True)
-        results.append({"case": case.name, "env": case.config.env, "rljax": ours, "brax": theirs,
-                        "rljax_over_brax": ratio})
-    return write_report("vs_brax", args.quick, results, args.out)
+    return compare_libraries(
+        "vs_brax", "brax", cases(args.quick), args,
+        run_rljax=lambda case: run_rljax(case, args.repeats),
+        run_baseline=lambda case: run_brax(case, args.repeats, args.quick),
+        describe=lambda case: {"algorithm": case.algorithm, "env": case.config.env},
+    )
 
 
 if __name__ == "__main__":

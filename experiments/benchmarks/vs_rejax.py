@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.benchmarks.throughput import case_arguments, timed_output, write_report
+from experiments.benchmarks.throughput import case_arguments, compare_libraries, timed_output
 from rljax.agents import ppo, sac
 from rljax.core.config import broadcast_hparams
 
@@ -146,25 +146,18 @@ def run_rejax(case: Case, repeats: int) -> dict:
 def _report(env_steps: int, compile_s: float, run_s: float, returns) -> dict:
     per_seed = np.asarray(returns, dtype=float).reshape(len(returns), -1).mean(axis=1)
     return {"env_steps": env_steps, "compile_seconds": compile_s, "run_seconds": run_s,
-            "env_steps_per_second": env_steps / run_s, "final_return_per_seed": per_seed.tolist()}
+            "env_steps_per_second": env_steps / run_s, "final_return": float(per_seed.mean()),
+            "final_return_per_seed": per_seed.tolist()}
 
 
 def main(argv=None) -> dict:
     args = case_arguments(argv, __doc__.splitlines()[0], "runs/bench/vs_rejax.json")
-    results = []
-    for case in cases(args.quick):
-        if args.only and args.only not in case.name:
-            continue
-        print(f"{case.name}:", flush=True)
-        ours, theirs = run_rljax(case, args.repeats), run_rejax(case, args.repeats)
-        for name, r in (("rljax", ours), ("rejax", theirs)):
-            print(f"  {name:6s} {r['env_steps_per_second']:>10,.0f} steps/s (compile {r['compile_seconds']:.1f} s, "
-                  f"run {r['run_seconds']:.2f} s), final return {np.mean(r['final_return_per_seed']):.1f}", flush=True)
-        ratio = ours["env_steps_per_second"] / theirs["env_steps_per_second"]
-        print(f"  rljax / rejax = {ratio:.2f}x", flush=True)
-        results.append({"case": case.name, "algorithm": case.algorithm, "env": f"gymnax/{case.env}",
-                        "seeds": case.seeds, "rljax": ours, "rejax": theirs, "rljax_over_rejax": ratio})
-    return write_report("vs_rejax", args.quick, results, args.out)
+    return compare_libraries(
+        "vs_rejax", "rejax", cases(args.quick), args,
+        run_rljax=lambda case: run_rljax(case, args.repeats),
+        run_baseline=lambda case: run_rejax(case, args.repeats),
+        describe=lambda case: {"algorithm": case.algorithm, "env": f"gymnax/{case.env}", "seeds": case.seeds},
+    )
 
 
 if __name__ == "__main__":
