@@ -25,7 +25,7 @@ demo: $(STAMP)
 # compilation cache, so a program compiled in one is loaded, not recompiled, in the others.
 TEST_ENV := JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache
 
-# Default tier: everything but `slow` and `gpu` tests (10.5-11.5 minutes on 2 cores).
+# Default tier: everything but `slow` and `gpu` tests (11-12 minutes on 2 cores).
 test: $(STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --dist loadfile -q
 
