@@ -7,7 +7,7 @@ samples terminal objects ``x`` with probability proportional to
 
 where ``r(x)`` is the vector of objectives. Training follows the authors'
 hypergrid script: every trajectory draws ``w ~ Dirichlet(alpha)`` (alpha = 1.5)
-and ``beta`` (fixed, or ``Gamma(shape, scale)``), the forward policy
+and ``beta`` (fixed, ``Gamma(shape, scale)`` or ``U(low, high)``), the forward policy
 ``P_F(. | s; w, beta)`` (an MLP over ``[one-hot position, w, enc(beta)]``) samples a
 trajectory with 1% uniformly random actions, and trajectory balance
 (Malkin et al., 2022) with a conditional ``log Z(w, beta)`` (a second MLP) is
@@ -67,6 +67,7 @@ class MOGFNConfig:
     dirichlet_alpha: float = 1.5  # the script's GridEnv.reset
     beta: float = 16.0  # fixed reward exponent (used when beta_gamma is None)
     beta_gamma: tuple[float, float] | None = None  # (shape, scale): beta ~ Gamma per trajectory; the script's (2, 1)
+    beta_uniform: tuple[float, float] | None = None  # (low, high): beta ~ U per trajectory; the script's --uniform (0, 16)
     beta_encoding: str = "thermometer"  # the script's thermometer (50 bins on [0, 32]) or the raw scalar
     thermometer_bins: int = 50
     thermometer_max: float = 32.0
@@ -85,6 +86,11 @@ class MOGFNConfig:
         if self.beta_gamma is not None:
             require(len(self.beta_gamma) == 2 and min(self.beta_gamma) > 0,
                     f"beta_gamma: expected (shape, scale), both > 0, or None; got {self.beta_gamma}")
+        if self.beta_uniform is not None:
+            require(len(self.beta_uniform) == 2 and 0 <= self.beta_uniform[0] < self.beta_uniform[1],
+                    f"beta_uniform: expected (low, high) with 0 <= low < high, or None; got {self.beta_uniform}")
+            require(self.beta_gamma is None,
+                    f"beta_uniform: expected None when beta_gamma is set (one beta distribution), got {self.beta_uniform}")
         if not self.objectives:
             raise ConfigError("objectives: expected at least one objective")
 
@@ -241,14 +247,18 @@ def reinforce_loss(baseline, log_pf, reward):
 
 
 def sample_conditions(config: MOGFNConfig, key, batch: int):
-    """``w ~ Dirichlet(alpha)`` and ``beta`` (fixed, or ``~ Gamma(shape, scale)``), ``[B, k]`` and ``[B]``."""
+    """``w ~ Dirichlet(alpha)`` and ``beta`` (fixed, ``~ Gamma(shape, scale)`` or ``~ U(low, high)``),
+    ``[B, k]`` and ``[B]``."""
     k_w, k_b = jax.random.split(key)
     w = jax.random.dirichlet(k_w, jnp.full((config.num_objectives,), config.dirichlet_alpha), (batch,))
-    if config.beta_gamma is None:
-        beta = jnp.full((batch,), config.beta)
-    else:
+    if config.beta_gamma is not None:
         shape, scale = config.beta_gamma
         beta = jax.random.gamma(k_b, shape, (batch,)) * scale
+    elif config.beta_uniform is not None:
+        low, high = config.beta_uniform
+        beta = jax.random.uniform(k_b, (batch,), minval=low, maxval=high)
+    else:
+        beta = jnp.full((batch,), config.beta)
     return w, beta
 
 
@@ -369,13 +379,21 @@ def sample_candidates(config: MOGFNConfig, params, key, preferences, num_per_pre
     return traj["position"].reshape(len(preferences), num_per_preference, env.ndim)
 
 
-def make_train(config: MOGFNConfig, test_preferences=None) -> Trainer:
-    """MOGFN-PC (``method="tb"``) or the REINFORCE baseline; ``evaluate`` gives the exact mean L1 distance
-    ``sum_x |P_T(x|w) - R(x|w)/Z(w)|`` over ``test_preferences`` (default: the 66-point simplex grid, step 0.1)."""
+def make_train(config: MOGFNConfig, test_preferences=None, test_betas=None) -> Trainer:
+    """MOGFN-PC (``method="tb"``) or the REINFORCE baseline.
+
+    ``evaluate`` gives the exact L1 distance ``sum_x |P_T(x|w,beta) - R(x|w,beta)/Z(w,beta)|`` for every
+    test condition, ``test_preferences x test_betas`` (defaults: the 66-point simplex grid, step 0.1, and
+    ``(config.beta,)``; the script's ``cond_confs`` are that grid x (1, 2, 4, 8, 16)): ``"l1"`` the mean,
+    ``"l1_per_condition"`` ``[num_betas, num_preferences]``.
+    """
     if test_preferences is None:
         test_preferences = simplex_grid(config.num_objectives, 0.1)
     test_preferences = check_preferences(test_preferences, config.num_objectives, "test_preferences")
-    targets = jnp.asarray(np.stack([target_distribution(config, w) for w in test_preferences]), jnp.float32)
+    test_betas = (config.beta,) if test_betas is None else tuple(float(b) for b in test_betas)
+    require(len(test_betas) > 0 and min(test_betas) > 0, f"test_betas: expected positive betas, got {test_betas}")
+    targets = jnp.asarray(np.stack([[target_distribution(config, w, b) for w in test_preferences]
+                                    for b in test_betas]), jnp.float32)  # [num_betas, m, n]
 
     def optimiser(hp: MOGFNHParams):
         return optax.chain(optax.add_decayed_weights(hp.weight_decay), optax.scale_by_adam())
@@ -397,8 +415,9 @@ def make_train(config: MOGFNConfig, test_preferences=None) -> Trainer:
         return state.replace(params=params, opt_state=opt_state, key=key, step=state.step + 1), aux
 
     def evaluate(state: MOGFNState, key) -> dict[str, jax.Array]:
-        l1 = jnp.abs(learned_distributions(config, state.params, test_preferences) - targets).sum(-1)
-        return {"l1": jnp.mean(l1), "l1_per_preference": l1}
+        learned = jnp.stack([learned_distributions(config, state.params, test_preferences, b) for b in test_betas])
+        l1 = jnp.abs(learned - targets).sum(-1)
+        return {"l1": jnp.mean(l1), "l1_per_condition": l1}
 
     return Trainer(config=config, init=init, update=update, evaluate=evaluate, num_updates=config.num_updates,
                    env_steps_per_update=config.batch_size)
