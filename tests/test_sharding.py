@@ -13,7 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false")
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false"
+    env = dict(os.environ, XLA_FLAGS=flags.strip())
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tests", "multidevice_check.py")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
