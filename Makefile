@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 export XLA_PYTHON_CLIENT_PREALLOCATE := false
 
-.PHONY: setup demo test test-slow bench bench-dpo bench-rejax bench-brax clean
+.PHONY: setup demo test test-slow bench bench-dpo bench-reward bench-rejax bench-brax clean
 
 setup: $(STAMP)
 
@@ -37,10 +37,15 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m experiments.benchmarks.throughput --out runs/bench/throughput.json
 
-# DPO training throughput against TRL's DPOTrainer on the same shapes, in one process (installs TRL).
+# DPO and reward-model training throughput against TRL's DPOTrainer and RewardTrainer on the same shapes,
+# in one process each (installs TRL).
 bench-dpo: $(STAMP)
 	$(BIN)/pip install -q -r requirements-bench.lock
-	$(BIN)/python -m experiments.benchmarks.dpo_throughput --out runs/bench/dpo_throughput.json
+	$(BIN)/python -m experiments.benchmarks.lm_throughput --objective dpo --out runs/bench/dpo_throughput.json
+
+bench-reward: $(STAMP)
+	$(BIN)/pip install -q -r requirements-bench.lock
+	$(BIN)/python -m experiments.benchmarks.lm_throughput --objective reward --out runs/bench/reward_throughput.json
 
 # PPO and SAC training throughput beside Rejax's on the same settings, in one process.
 bench-rejax: $(STAMP)

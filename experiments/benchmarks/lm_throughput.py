@@ -1,16 +1,20 @@
-"""DPO training throughput of rljax's LM trainer, beside TRL's DPOTrainer in the same process.
+"""Preference training throughput of rljax's LM trainer (DPO, reward model), beside TRL's trainers in the same process.
 
-    python -m experiments.benchmarks.dpo_throughput --out runs/bench/dpo_throughput.json
-    python -m experiments.benchmarks.dpo_throughput --preset gpt2-124m-bf16 --no-trl --out gpu.json   # on a GPU
+    python -m experiments.benchmarks.lm_throughput --out runs/bench/dpo_throughput.json
+    python -m experiments.benchmarks.lm_throughput --objective reward --out runs/bench/reward_throughput.json
+    python -m experiments.benchmarks.lm_throughput --preset gpt2-124m-bf16 --no-trl --out gpu.json   # on a GPU
 
 Case ``cpu`` (the issue's shapes): Llama-style model, hidden 256, 4 layers, 4
 heads, SwiGLU width 1024, vocab 512, fp32; 16 pairs per step, prompt 32 +
 completion 32 tokens (the completion's last token is EOS, as TRL lays it out),
-sigmoid DPO with beta 0.1, AdamW, grad-norm clipping at 1, and the reference
-model's forward on every step (a frozen params copy, like TRL's
-``precompute_ref_log_probs=False``). tokens/s counts every token the policy
+AdamW, grad-norm clipping at 1. ``--objective dpo`` (TRL's ``DPOTrainer``):
+sigmoid DPO with beta 0.1 and the reference model's forward on every step (a
+frozen params copy, like TRL's ``precompute_ref_log_probs=False``).
+``--objective reward`` (TRL's ``RewardTrainer``): the same transformer with only a
+scalar reward head, read at the last non-pad token, and the Bradley-Terry loss
+on chosen and rejected in one forward. tokens/s counts every token the model
 sees: ``pairs * 2 * (prompt + completion) / step seconds``, as
-``experiments/benchmarks/trl_dpo.py`` counts TRL's.
+``experiments/benchmarks/trl_baselines.py`` counts TRL's.
 
 Two timings of ours, compile time apart (ahead-of-time ``lower().compile()``):
 ``per_step``: one jitted update per call (what TRL does: one step per Python
@@ -23,6 +27,7 @@ that for the reference forward, N = parameters except the input embedding.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -43,6 +48,7 @@ PRESETS = {
     "gpt2-124m-bf16": dict(model=lambda: gpt2_config(dtype="bfloat16", param_dtype="bfloat16", max_position_embeddings=1024),
                            pairs=32, prompt=256, completion=256),
 }
+OBJECTIVES = ("dpo", "reward")
 # Dense bf16 peak FLOP/s by device kind (vendor datasheets; SXM parts).
 PEAK_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "TPU v4": 275e12, "TPU v5p": 459e12, "TPU v5 lite": 197e12}
 
@@ -52,13 +58,16 @@ def peak_flops(device) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in kind), None)
 
 
-def flops_per_step(config, tokens: int, seq_len: int) -> float:
-    """PaLM-style model FLOPs of one DPO step: policy fwd+bwd (3x forward) and reference forward (1x)."""
+def flops_per_step(config, tokens: int, seq_len: int, objective: str = "dpo") -> float:
+    """PaLM-style model FLOPs of one step. DPO: policy fwd+bwd (3x forward) and reference forward (1x);
+    reward: fwd+bwd only, with a scalar head (H weights) in place of the unembedding."""
     n = config.num_params(include_embeddings=True) - config.vocab_size * config.hidden_size  # no FLOPs for the lookup
     if config.tied:  # the tied unembedding is a matmul: count it once
         n += config.vocab_size * config.hidden_size
+    if objective == "reward":
+        n += config.hidden_size - config.vocab_size * config.hidden_size
     forward_per_token = 2 * n + 4 * config.num_layers * config.hidden_size * seq_len
-    return tokens * forward_per_token * (3 + 1)
+    return tokens * forward_per_token * (3 + (objective == "dpo"))
 
 
 def random_pairs(rng, rows: int, prompt: int, completion: int, vocab: int, eos: int = 1):
@@ -77,13 +86,20 @@ def random_pairs(rng, rows: int, prompt: int, completion: int, vocab: int, eos: 
                 rejected_input_ids=ri, rejected_attention_mask=ra, rejected_completion_mask=rc)
 
 
-def rljax_dpo_throughput(preset: str = "cpu", steps: int = 20, chunk: int = 10, seed: int = 0) -> dict:
+def rljax_throughput(preset: str = "cpu", steps: int = 20, chunk: int = 10, seed: int = 0,
+                     objective: str = "dpo") -> dict:
+    """Compile seconds, step seconds and tokens/s of ``objective`` (``"dpo"`` or ``"reward"``) at ``preset``."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
     spec = PRESETS[preset]
     model = spec["model"]()
+    if objective == "reward":
+        model = dataclasses.replace(model, heads=("reward",))
     pairs, T = spec["pairs"], spec["prompt"] + spec["completion"]
     rows = pairs * max(steps, chunk)
     data = random_pairs(np.random.default_rng(seed), rows, spec["prompt"], spec["completion"], model.vocab_size)
-    config = LMTrainConfig(model=model, objective="dpo", loss_types=("sigmoid",), batch_size=pairs, num_epochs=10_000)
+    config = LMTrainConfig(model=model, objective=objective, loss_types=("sigmoid",), batch_size=pairs,
+                           num_epochs=10_000)
     trainer = make_train(config, data)
     hp = LMHParams(learning_rate=1e-4, beta=0.1)
     state = jax.jit(trainer.init)(jax.random.key(seed), hp)
@@ -109,15 +125,15 @@ def rljax_dpo_throughput(preset: str = "cpu", steps: int = 20, chunk: int = 10, 
     state, metrics = chunk_fn(state)
     jax.block_until_ready(metrics)
     scanned = (time.perf_counter() - start) / chunk
-    assert np.isfinite(np.asarray(metrics["loss"])).all(), "non-finite DPO loss in the benchmark"
+    assert np.isfinite(np.asarray(metrics["loss"])).all(), f"non-finite {objective} loss in the benchmark"
 
     tokens = pairs * 2 * T
     per_step = statistics.median(times)
     device = jax.devices()[0]
     peak = peak_flops(device)
-    flops = flops_per_step(model, tokens, T)
+    flops = flops_per_step(model, tokens, T, objective)
     result = {
-        "preset": preset,
+        "preset": preset, "objective": objective,
         "model": {"style": model.style, "hidden": model.hidden_size, "layers": model.num_layers, "heads": model.num_heads,
                   "vocab": model.vocab_size, "dtype": model.dtype, "param_dtype": model.param_dtype,
                   "params": int(model.num_params())},
@@ -134,25 +150,28 @@ def rljax_dpo_throughput(preset: str = "cpu", steps: int = 20, chunk: int = 10, 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--objective", choices=OBJECTIVES, default="dpo", help="dpo (beside TRL's DPOTrainer) or "
+                        "reward (beside its RewardTrainer)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--chunk", type=int, default=10)
     parser.add_argument("--no-trl", action="store_true", help="skip the TRL baseline (e.g. where torch is absent)")
-    parser.add_argument("--out", default="runs/bench/dpo_throughput.json")
+    parser.add_argument("--out", help="default: runs/bench/<objective>_throughput.json")
     args = parser.parse_args(argv)
+    args.out = args.out or f"runs/bench/{args.objective}_throughput.json"
 
     device = jax.devices()[0]
     report = {
         "machine": {"platform": platform.platform(), "device": str(device), "device_kind": device.device_kind,
                     "cpus": len(os.sched_getaffinity(0)), "jax": jax.__version__},
-        "rljax": rljax_dpo_throughput(args.preset, args.steps, args.chunk),
+        "rljax": rljax_throughput(args.preset, args.steps, args.chunk, objective=args.objective),
     }
     print(json.dumps({k: report["rljax"][k] for k in ("tokens_per_second", "compile_seconds")}, indent=1))
     if not args.no_trl and args.preset != "gpt2-124m-bf16":
-        from experiments.benchmarks.trl_dpo import trl_dpo_throughput
+        from experiments.benchmarks.trl_baselines import trl_throughput
 
         spec, m = PRESETS[args.preset], report["rljax"]["model"]
-        trl = trl_dpo_throughput(steps=args.steps, batch_pairs=spec["pairs"], prompt_len=spec["prompt"],
+        trl = trl_throughput(args.objective, steps=args.steps, batch_pairs=spec["pairs"], prompt_len=spec["prompt"],
                                  completion_len=spec["completion"], hidden=m["hidden"], layers=m["layers"],
                                  heads=m["heads"], kv_heads=m["heads"], intermediate=spec["model"]().mlp_size,
                                  vocab=m["vocab"])

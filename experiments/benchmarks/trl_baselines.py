@@ -1,24 +1,28 @@
-"""Training throughput of TRL's DPOTrainer on CPU: the PyTorch baseline for our JAX DPO trainer.
+"""Training throughput of TRL's DPOTrainer and RewardTrainer on CPU: the PyTorch baselines for our JAX LM trainer.
 
-    python -m experiments.benchmarks.trl_dpo --out runs/bench/trl_dpo.json
+    python -m experiments.benchmarks.trl_baselines --out runs/bench/trl_dpo.json
+    python -m experiments.benchmarks.trl_baselines --trainer reward --out runs/bench/trl_reward.json
 
-What is measured: wall-clock seconds of one DPOTrainer optimiser step, from the
-Trainer's ``on_step_begin`` to its ``on_step_end`` callback. That covers the
+What is measured: wall-clock seconds of one optimiser step, from the
+Trainer's ``on_step_begin`` to its ``on_step_end`` callback. For DPO that covers the
 policy forward+backward and the reference model's no-grad forward on
 ``batch_pairs`` chosen and ``batch_pairs`` rejected sequences, the sigmoid DPO
-loss, grad-norm clipping (HF default 1.0), the AdamW step (HF default
+loss; for the reward model (``LlamaForSequenceClassification`` with one label: the
+same transformer, a bias-free scalar head read at the last non-pad token) its
+forward+backward on the same sequences and the Bradley-Terry loss. Then, for both,
+grad-norm clipping (HF default 1.0), the AdamW step (HF default
 ``adamw_torch_fused``), the LR schedule and ``zero_grad``. Batch collation is
 excluded because the Trainer prefetches batches before ``on_step_begin``. The
-first ``warmup`` steps are dropped. tokens/s counts every token that the policy
+first ``warmup`` steps are dropped. tokens/s counts every token that the model
 sees (prompt and completion, chosen and rejected):
 ``batch_pairs * 2 * (prompt_len + completion_len) / step_seconds``.
 
 The settings keep the comparison like for like with our JAX trainer. The model
-is a random fp32 ``LlamaForCausalLM`` with untied embeddings and TRL's default
-attention (sdpa). The reference model is a separate copy whose forward runs on
-every step (``precompute_ref_log_probs=False``). We use one loss
-(``["sigmoid"]``, beta 0.1), no gradient accumulation and no dropout.
-Gradient checkpointing and bf16 are off: DPOConfig turns both on by default,
+is a random fp32 Llama with untied embeddings and TRL's default
+attention (sdpa). DPO's reference model is a separate copy whose forward runs on
+every step (``precompute_ref_log_probs=False``), with one loss
+(``["sigmoid"]``, beta 0.1). No gradient accumulation and no dropout.
+Gradient checkpointing and bf16 are off: DPOConfig and RewardConfig turn both on by default,
 and they would make this measure something else. The data is random.
 Each prompt is exactly ``prompt_len`` tokens, and each chosen or rejected
 completion is exactly ``completion_len`` tokens: the last of these is the EOS
@@ -69,32 +73,47 @@ def _dataset(rows: int, prompt_len: int, completion_len: int, vocab: int, seed: 
     )
 
 
-def trl_dpo_throughput(steps=20, warmup=3, batch_pairs=16, prompt_len=32, completion_len=32, hidden=256,
-                       layers=4, heads=4, kv_heads=4, intermediate=1024, vocab=512, seed=0, threads=None,
-                       gradient_checkpointing=False) -> dict:
+TRAINERS = ("dpo", "reward")
+
+
+def trl_throughput(trainer="dpo", steps=20, warmup=3, batch_pairs=16, prompt_len=32, completion_len=32, hidden=256,
+                   layers=4, heads=4, kv_heads=4, intermediate=1024, vocab=512, seed=0, threads=None,
+                   gradient_checkpointing=False) -> dict:
+    """``trainer``: ``"dpo"`` (``trl.DPOTrainer``) or ``"reward"`` (``trl.RewardTrainer``)."""
     import torch
     import transformers
     import trl
-    from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, TrainerCallback
+
+    if trainer not in TRAINERS:
+        raise ValueError(f"trainer: expected one of {TRAINERS}, got {trainer!r}")
 
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))  # default: every core we may run on
     seq_len = prompt_len + completion_len
     config = LlamaConfig(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=seq_len,
-        tie_word_embeddings=False, pad_token_id=0, bos_token_id=None, eos_token_id=1,
+        tie_word_embeddings=False, pad_token_id=0, bos_token_id=None, eos_token_id=1, num_labels=1,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).float()  # attn_implementation left at the transformers default
-    ref_model = copy.deepcopy(model).eval()
+    # attn_implementation left at the transformers default
+    model = (LlamaForCausalLM if trainer == "dpo" else LlamaForSequenceClassification)(config).float()
+    models = {"policy": model} if trainer == "reward" else {"policy": model, "reference": copy.deepcopy(model).eval()}
 
-    seen = {"policy": set(), "reference": set()}  # (rows, tokens per row, completion tokens per row) fed to each model
+    # (rows, tokens per row[, completion tokens per row]) fed to each model: no padding, the shapes intended
+    seen = {name: set() for name in models}
 
     def record(name):
-        return lambda _m, _a, kw: seen[name].add(
-            (*kw["input_ids"].shape, *sorted(set((kw["labels"] != -100).sum(1).tolist()))))
+        def hook(_m, _a, kw):
+            shape = tuple(kw["input_ids"].shape)
+            if "labels" in kw and kw["labels"] is not None:  # DPO marks the completion by its labels
+                shape += tuple(sorted(set((kw["labels"] != -100).sum(1).tolist())))
+            if kw.get("attention_mask") is not None:  # attended tokens per row
+                shape += tuple(sorted(set(kw["attention_mask"].sum(1).tolist())))
+            seen[name].add(shape)
+        return hook
 
-    for name, m in (("policy", model), ("reference", ref_model)):
+    for name, m in models.items():
         m.register_forward_pre_hook(record(name), with_kwargs=True)
 
     times = {}
@@ -106,27 +125,30 @@ def trl_dpo_throughput(steps=20, warmup=3, batch_pairs=16, prompt_len=32, comple
         def on_step_end(self, args, state, control, **kw):
             times[state.global_step - 1].append(time.perf_counter())
 
-    args = trl.DPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="trl_dpo_"), per_device_train_batch_size=batch_pairs, beta=0.1,
-        loss_type=["sigmoid"], learning_rate=1e-4, max_steps=warmup + steps, logging_steps=10**9, report_to=[],
+    common = dict(
+        output_dir=tempfile.mkdtemp(prefix=f"trl_{trainer}_"), per_device_train_batch_size=batch_pairs,
+        learning_rate=1e-4, max_steps=warmup + steps, logging_steps=10**9, report_to=[],
         save_strategy="no", use_cpu=True, dataloader_num_workers=0, bf16=False, fp16=False,
-        gradient_accumulation_steps=1, precompute_ref_log_probs=False,
+        gradient_accumulation_steps=1, max_length=None, disable_tqdm=True, seed=seed,
         activation_checkpointing=gradient_checkpointing,  # transformers 5 name; TRL's default is True
-        max_length=None, disable_tqdm=True, seed=seed,
     )
-    trainer = trl.DPOTrainer(
-        model=model, ref_model=ref_model, args=args, processing_class=_tokenizer(vocab), callbacks=[StepTimer()],
-        train_dataset=_dataset(batch_pairs * (warmup + steps), prompt_len, completion_len, vocab, seed),
-    )
-    trainer.train()
+    data = dict(processing_class=_tokenizer(vocab), callbacks=[StepTimer()],
+                train_dataset=_dataset(batch_pairs * (warmup + steps), prompt_len, completion_len, vocab, seed))
+    if trainer == "dpo":
+        args = trl.DPOConfig(beta=0.1, loss_type=["sigmoid"], precompute_ref_log_probs=False, **common)
+        trl_trainer = trl.DPOTrainer(model=model, ref_model=models["reference"], args=args, **data)
+    else:
+        args = trl.RewardConfig(**common)
+        trl_trainer = trl.RewardTrainer(model=model, args=args, **data)
+    trl_trainer.train()
 
     step_s = [end - begin for step, (begin, end) in sorted(times.items()) if step >= warmup]
     median, mean = statistics.median(step_s), statistics.fmean(step_s)
     tokens = batch_pairs * 2 * seq_len
     return {
-        "benchmark": "trl.DPOTrainer", "steps": steps, "warmup": warmup, "batch_pairs": batch_pairs,
+        "benchmark": f"trl.{type(trl_trainer).__name__}", "steps": steps, "warmup": warmup, "batch_pairs": batch_pairs,
         "prompt_len": prompt_len, "completion_len": completion_len, "tokens_per_step": tokens,
-        "model_inputs_rows_tokens_completion": {k: sorted(v) for k, v in seen.items()},
+        "model_inputs_rows_tokens_completion_unpadded": {k: sorted(v) for k, v in seen.items()},
         "median_step_s": median, "mean_step_s": mean, "step_s": step_s,
         "tokens_per_s_median": tokens / median, "tokens_per_s_mean": tokens / mean,
         "num_threads": torch.get_num_threads(), "attn_implementation": model.config._attn_implementation,
@@ -140,6 +162,7 @@ def trl_dpo_throughput(steps=20, warmup=3, batch_pairs=16, prompt_len=32, comple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trainer", choices=TRAINERS, default="dpo")
     for name, default in [("steps", 20), ("warmup", 3), ("batch-pairs", 16), ("prompt-len", 32),
                           ("completion-len", 32), ("hidden", 256), ("layers", 4), ("heads", 4), ("kv-heads", 4),
                           ("intermediate", 1024), ("vocab", 512), ("seed", 0), ("threads", None)]:
@@ -148,7 +171,7 @@ def main() -> None:
     parser.add_argument("--out", help="write the result as JSON to this file")
     kwargs = vars(parser.parse_args())
     out = kwargs.pop("out")
-    text = json.dumps(trl_dpo_throughput(**kwargs), indent=2)
+    text = json.dumps(trl_throughput(**kwargs), indent=2)
     print(text)
     if out:
         os.makedirs(os.path.dirname(out) or ".", exist_ok=True)

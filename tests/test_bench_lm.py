@@ -1,0 +1,36 @@
+"""The DPO and reward-model throughput benchmark runs and reports what it promises (speed itself is not asserted)."""
+
+import json
+
+import pytest
+
+from experiments.benchmarks import lm_throughput
+
+
+@pytest.mark.parametrize("objective", lm_throughput.OBJECTIVES)
+def test_benchmark_smoke(tmp_path, objective):
+    out = tmp_path / "b.json"
+    report = lm_throughput.main(["--objective", objective, "--preset", "smoke", "--steps", "2", "--chunk", "2",
+                                 "--no-trl", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    r = saved["rljax"]
+    assert r["objective"] == objective and r["preset"] == "smoke"
+    assert r["tokens_per_step"] == 4 * 2 * 16 and r["seq_len"] == 16
+    assert r["tokens_per_second"]["per_step"] > 0 and r["compile_seconds"]["scanned"] > 0
+    assert report["rljax"] == saved["rljax"]
+
+
+def test_flop_count_matches_the_palm_formula():
+    config = lm_throughput.PRESETS["cpu"]["model"]()
+    blocks = 4 * (4 * 256 * 256 + 3 * 256 * 1024)
+    attention = 4 * 4 * 256 * 64
+    # DPO: untied unembedding (no lookup FLOPs); policy forward + backward and the reference forward.
+    assert lm_throughput.flops_per_step(config, 2048, 64) == pytest.approx(2048 * (2 * (blocks + 512 * 256) + attention) * 4)
+    # Reward model: a 256 -> 1 head instead of the unembedding; forward + backward only.
+    assert lm_throughput.flops_per_step(config, 2048, 64, "reward") == pytest.approx(
+        2048 * (2 * (blocks + 256) + attention) * 3)
+
+
+def test_unknown_objective_is_refused():
+    with pytest.raises(ValueError, match="objective: expected one of"):
+        lm_throughput.rljax_throughput("smoke", objective="kto")
