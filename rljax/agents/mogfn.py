@@ -65,7 +65,7 @@ class MOGFNConfig:
     hidden_sizes: tuple[int, ...] = (64, 64, 64, 64)
     z_hidden_sizes: tuple[int, ...] = (32, 32, 32, 32)  # the script's Z-MLP: n_layers layers of n_hid // 2
     dirichlet_alpha: float = 1.5  # the script's GridEnv.reset
-    beta: float = 16.0  # fixed reward exponent (used when beta_gamma is None)
+    beta: float = 16.0  # fixed reward exponent (used when neither beta_gamma nor beta_uniform is set)
     beta_gamma: tuple[float, float] | None = None  # (shape, scale): beta ~ Gamma per trajectory; the script's (2, 1)
     beta_uniform: tuple[float, float] | None = None  # (low, high): beta ~ U per trajectory; the script's --uniform (0, 16)
     beta_encoding: str = "thermometer"  # the script's thermometer (50 bins on [0, 32]) or the raw scalar
