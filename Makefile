@@ -41,11 +41,11 @@ bench: $(STAMP)
 # in one process each (installs TRL).
 bench-dpo: $(STAMP)
 	$(BIN)/pip install -q -r requirements-bench.lock
-	$(BIN)/python -m experiments.benchmarks.lm_throughput --objective dpo --out runs/bench/dpo_throughput.json
+	$(BIN)/python -m experiments.benchmarks.dpo_throughput --objective dpo --out runs/bench/dpo_throughput.json
 
 bench-reward: $(STAMP)
 	$(BIN)/pip install -q -r requirements-bench.lock
-	$(BIN)/python -m experiments.benchmarks.lm_throughput --objective reward --out runs/bench/reward_throughput.json
+	$(BIN)/python -m experiments.benchmarks.dpo_throughput --objective reward --out runs/bench/reward_throughput.json
 
 # PPO and SAC training throughput beside Rejax's on the same settings, in one process.
 bench-rejax: $(STAMP)

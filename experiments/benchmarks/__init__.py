@@ -3,7 +3,7 @@
 * ``throughput``: PPO training next to the raw env stepping it trains on.
 * ``vs_rejax``: PPO and SAC beside Rejax on the same settings (gymnax CartPole, Pendulum).
 * ``vs_brax``: PPO and SAC beside brax's own trainers on the same brax envs and settings.
-* ``lm_throughput``: DPO and reward-model training beside TRL's ``DPOTrainer`` and ``RewardTrainer`` on the
+* ``dpo_throughput``: DPO and reward-model training beside TRL's ``DPOTrainer`` and ``RewardTrainer`` on the
   same shapes (``trl_baselines``).
 * ``meta_es``: one OpenES generation of learned-objective lifetimes next to one lifetime.
 * ``gpu``: the accelerator figures in one script (brax PPO and SAC, PPO CartPole over 256 seeds, 124M GPT-2

@@ -7,7 +7,7 @@ Cases: PPO on brax halfcheetah and ant at 4096 envs with the raw env
 throughput of the same wrapped env beside it; PPO CartPole (PureJaxRL
 defaults, 5e5 steps) for 1 seed and for 256 vmapped seeds; SAC on brax
 halfcheetah; DPO on a 124M GPT-2-shaped model in bf16 (32 pairs x 512 tokens),
-tokens/s and model FLOPs utilisation (``lm_throughput``'s ``gpt2-124m-bf16``
+tokens/s and model FLOPs utilisation (``dpo_throughput``'s ``gpt2-124m-bf16``
 preset); one OpenES generation of 64 TA-LPO lifetimes on Breakout-MinAtar against
 one lifetime (``meta_es``). Compile time is reported apart from run time (best of --repeats).
 Reference from ../shared/offline-gpu/README.md (H100, PureJaxRL-style PPO):
@@ -21,7 +21,7 @@ import dataclasses
 import json
 
 from experiments.benchmarks import meta_es
-from experiments.benchmarks.lm_throughput import rljax_throughput
+from experiments.benchmarks.dpo_throughput import rljax_throughput
 from experiments.benchmarks.throughput import raw_env_throughput, training_throughput, write_report
 from rljax.agents import ppo, sac
 

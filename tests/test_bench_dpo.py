@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from experiments.benchmarks import lm_throughput
+from experiments.benchmarks import dpo_throughput
 
 
-@pytest.mark.parametrize("objective", lm_throughput.OBJECTIVES)
+@pytest.mark.parametrize("objective", dpo_throughput.OBJECTIVES)
 def test_benchmark_smoke(tmp_path, objective):
     out = tmp_path / "b.json"
-    report = lm_throughput.main(["--objective", objective, "--preset", "smoke", "--steps", "2", "--chunk", "2",
+    report = dpo_throughput.main(["--objective", objective, "--preset", "smoke", "--steps", "2", "--chunk", "2",
                                  "--no-trl", "--out", str(out)])
     saved = json.loads(out.read_text())
     r = saved["rljax"]
@@ -21,16 +21,16 @@ def test_benchmark_smoke(tmp_path, objective):
 
 
 def test_flop_count_matches_the_palm_formula():
-    config = lm_throughput.PRESETS["cpu"]["model"]()
+    config = dpo_throughput.PRESETS["cpu"]["model"]()
     blocks = 4 * (4 * 256 * 256 + 3 * 256 * 1024)
     attention = 4 * 4 * 256 * 64
     # DPO: untied unembedding (no lookup FLOPs); policy forward + backward and the reference forward.
-    assert lm_throughput.flops_per_step(config, 2048, 64) == pytest.approx(2048 * (2 * (blocks + 512 * 256) + attention) * 4)
+    assert dpo_throughput.flops_per_step(config, 2048, 64) == pytest.approx(2048 * (2 * (blocks + 512 * 256) + attention) * 4)
     # Reward model: a 256 -> 1 head instead of the unembedding; forward + backward only.
-    assert lm_throughput.flops_per_step(config, 2048, 64, "reward") == pytest.approx(
+    assert dpo_throughput.flops_per_step(config, 2048, 64, "reward") == pytest.approx(
         2048 * (2 * (blocks + 256) + attention) * 3)
 
 
 def test_unknown_objective_is_refused():
     with pytest.raises(ValueError, match="objective: expected one of"):
-        lm_throughput.rljax_throughput("smoke", objective="kto")
+        dpo_throughput.rljax_throughput("smoke", objective="kto")

@@ -1,8 +1,8 @@
-"""Preference training throughput of rljax's LM trainer (DPO, reward model), beside TRL's trainers in the same process.
+"""DPO (or reward-model) training throughput of rljax's LM trainer beside TRL's trainer, in one process.
 
-    python -m experiments.benchmarks.lm_throughput --out runs/bench/dpo_throughput.json
-    python -m experiments.benchmarks.lm_throughput --objective reward --out runs/bench/reward_throughput.json
-    python -m experiments.benchmarks.lm_throughput --preset gpt2-124m-bf16 --no-trl --out gpu.json   # on a GPU
+    python -m experiments.benchmarks.dpo_throughput --out runs/bench/dpo_throughput.json
+    python -m experiments.benchmarks.dpo_throughput --objective reward --out runs/bench/reward_throughput.json
+    python -m experiments.benchmarks.dpo_throughput --preset gpt2-124m-bf16 --no-trl --out gpu.json   # on a GPU
 
 Case ``cpu`` (the issue's shapes): Llama-style model, hidden 256, 4 layers, 4
 heads, SwiGLU width 1024, vocab 512, fp32; 16 pairs per step, prompt 32 +
