@@ -100,7 +100,8 @@ def trl_throughput(trainer="dpo", steps=20, warmup=3, batch_pairs=16, prompt_len
     model = (LlamaForCausalLM if trainer == "dpo" else LlamaForSequenceClassification)(config).float()
     models = {"policy": model} if trainer == "reward" else {"policy": model, "reference": copy.deepcopy(model).eval()}
 
-    # (rows, tokens per row[, completion tokens per row]) fed to each model: no padding, the shapes intended
+    # What each model is fed: (rows, tokens per row, [completion tokens per row (DPO's labels),] attended tokens
+    # per row). One tuple per model, with tokens == attended, shows every step saw the intended unpadded shapes.
     seen = {name: set() for name in models}
 
     def record(name):
@@ -148,7 +149,7 @@ def trl_throughput(trainer="dpo", steps=20, warmup=3, batch_pairs=16, prompt_len
     return {
         "benchmark": f"trl.{type(trl_trainer).__name__}", "steps": steps, "warmup": warmup, "batch_pairs": batch_pairs,
         "prompt_len": prompt_len, "completion_len": completion_len, "tokens_per_step": tokens,
-        "model_inputs_rows_tokens_completion_unpadded": {k: sorted(v) for k, v in seen.items()},
+        "model_inputs": {k: sorted(v) for k, v in seen.items()},
         "median_step_s": median, "mean_step_s": mean, "step_s": step_s,
         "tokens_per_s_median": tokens / median, "tokens_per_s_mean": tokens / mean,
         "num_threads": torch.get_num_threads(), "attn_implementation": model.config._attn_implementation,
