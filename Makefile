@@ -23,10 +23,10 @@ demo: $(STAMP)
 
 # The test processes (both xdist workers, notebook kernels, CLI subprocesses) share one persistent XLA
 # compilation cache, so a program compiled in one is loaded, not recompiled, in the others; every program
-# is cached, not only those that took over a second to compile (jax's default), which saves about 8%.
+# is cached, not only those that took over a second to compile (jax's default), which saves 3-13%.
 TEST_ENV := JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 
-# Default tier: everything but `slow` and `gpu` tests (about 10 minutes on 2 cores).
+# Default tier: everything but `slow` and `gpu` tests (10-12 minutes on 2 cores).
 test: $(STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --dist loadfile -q
 
