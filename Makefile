@@ -39,13 +39,9 @@ bench: $(STAMP)
 
 # DPO and reward-model training throughput against TRL's DPOTrainer and RewardTrainer on the same shapes,
 # in one process each (installs TRL).
-bench-dpo: $(STAMP)
+bench-dpo bench-reward: bench-%: $(STAMP)
 	$(BIN)/pip install -q -r requirements-bench.lock
-	$(BIN)/python -m experiments.benchmarks.dpo_throughput --objective dpo --out runs/bench/dpo_throughput.json
-
-bench-reward: $(STAMP)
-	$(BIN)/pip install -q -r requirements-bench.lock
-	$(BIN)/python -m experiments.benchmarks.dpo_throughput --objective reward --out runs/bench/reward_throughput.json
+	$(BIN)/python -m experiments.benchmarks.dpo_throughput --objective $* --out runs/bench/$*_throughput.json
 
 # PPO and SAC training throughput beside Rejax's on the same settings, in one process.
 bench-rejax: $(STAMP)
