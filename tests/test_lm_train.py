@@ -35,16 +35,26 @@ def tree_max_diff(a, b):
     return max(float(jnp.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+# The equivalence tests below train with SGD: its parameter change is lr * gradient, so two equal gradients
+# that differ by float rounding give parameters that differ by rounding. Adam's first steps divide each
+# gradient entry by its own magnitude (+ eps = 1e-8), which turns the rounding noise of entries whose true
+# gradient is ~0 into changes up to ~lr: on one CPU (AMD EPYC, AVX2) Adam gave 4.9e-5 here against 3.7e-9
+# with SGD, for the same accumulation.
+SGD_RELATIVE_TOLERANCE = 1e-4  # of the largest parameter change; a wrong accumulation is off by O(1)
+
+
 @pytest.mark.parametrize("objective", ["dpo", "sft"])
 def test_gradient_accumulation_equals_one_big_batch(objective):
     data = DATA if objective == "dpo" else DATA.side("chosen")
-    base = LMTrainConfig(model=MODEL, objective=objective, loss_types=("sigmoid", "sft"), batch_size=8, num_epochs=1)
-    hp = LMHParams(learning_rate=1e-2, loss_weights=(1.0, 0.1) if objective == "dpo" else None)
+    base = LMTrainConfig(model=MODEL, objective=objective, loss_types=("sigmoid", "sft"), batch_size=8, num_epochs=1,
+                         optimizer="sgd")
+    hp = LMHParams(learning_rate=0.1, loss_weights=(1.0, 0.1) if objective == "dpo" else None)
     s1, m1 = train(base, hp, data)
     s4, m4 = train(LMTrainConfig(**{**base.__dict__, "grad_accum_steps": 4}), hp, data)
-    assert tree_max_diff(s1.params, s4.params) < 2e-5
+    moved = tree_max_diff(s1.params, P0)
+    assert moved > 1e-2  # it did train
+    assert tree_max_diff(s1.params, s4.params) < SGD_RELATIVE_TOLERANCE * moved
     np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5, atol=1e-6)
-    assert tree_max_diff(s1.params, P0) > 1e-3  # it did train
 
 
 def test_precomputed_reference_equals_params_copy():
@@ -60,15 +70,18 @@ def test_precomputed_reference_equals_params_copy():
 
 
 def test_vmapped_rpo_sweep_equals_separate_runs():
-    cfg = LMTrainConfig(model=MODEL, objective="dpo", loss_types=("sigmoid", "sft"), batch_size=8, num_epochs=1)
+    cfg = LMTrainConfig(model=MODEL, objective="dpo", loss_types=("sigmoid", "sft"), batch_size=8, num_epochs=1,
+                        optimizer="sgd")
     trainer = make_train(cfg, DATA, init_params=P0)
     weights = jnp.array([[1.0, 0.0], [1.0, 0.5]])
-    hps = LMHParams(learning_rate=jnp.full(2, 1e-2), beta=jnp.full(2, 0.1), label_smoothing=jnp.zeros(2), loss_weights=weights)
+    hps = LMHParams(learning_rate=jnp.full(2, 0.1), beta=jnp.full(2, 0.1), label_smoothing=jnp.zeros(2), loss_weights=weights)
     keys = jnp.stack([jax.random.key(1)] * 2)
     states, metrics = jax.jit(jax.vmap(trainer))(keys, hps)
     for i in range(2):
-        s, m = train(cfg, LMHParams(learning_rate=1e-2, loss_weights=tuple(np.asarray(weights[i]))))
-        assert tree_max_diff(jax.tree.map(lambda x: x[i], states.params), s.params) < 1e-5
+        s, m = train(cfg, LMHParams(learning_rate=0.1, loss_weights=tuple(np.asarray(weights[i]))))
+        moved = tree_max_diff(s.params, P0)
+        assert moved > 1e-2
+        assert tree_max_diff(jax.tree.map(lambda x: x[i], states.params), s.params) < SGD_RELATIVE_TOLERANCE * moved
     # the SFT term pulls the chosen log-prob up: RPO's is higher after training
     assert metrics["logps/chosen"][1, -1] > metrics["logps/chosen"][0, -1]
 

@@ -56,13 +56,21 @@ def test_env_batch_splits_over_devices(report):
 
 def test_dpo_data_parallel_matches_single_device(report):
     assert report["dpo_param_change"] > 1e-3  # it trained
-    assert report["dpo_data_parallel_max_param_diff"] < 1e-5
+    # SGD: a wrong split or reduction is off by O(1) of the change; rounding by ~1e-6 of it
+    assert report["dpo_data_parallel_max_param_diff"] < 1e-4 * report["dpo_param_change"]
     assert report["dpo_data_parallel_max_loss_diff"] < 1e-5
 
 
 def test_es_population_sharded_over_8_devices_gives_the_same_fitnesses(report):
-    single = np.asarray(report["lpo_es_fitness_single"])
-    sharded = np.asarray(report["lpo_es_fitness_sharded"])
-    assert single.shape == (16,) and len(set(single.round(3))) > 2  # members differ: a real comparison
-    np.testing.assert_allclose(sharded, single, rtol=1e-5)
-    assert report["lpo_es_fitness_devices"] == 8  # the fitness vector really lives on all 8 devices
+    single = np.asarray(report["es_smooth_fitness_single"])
+    sharded = np.asarray(report["es_smooth_fitness_sharded"])
+    assert single.shape == (16,) and len(set(single.round(3))) == 16  # members differ: a real comparison
+    np.testing.assert_allclose(sharded, single, rtol=1e-6)
+    assert report["es_smooth_fitness_devices"] == 8  # the fitness vector really lives on all 8 devices
+
+
+def test_lpo_lifetimes_train_sharded_over_8_devices(report):
+    # equality is not expected here (see es_population_sharding in tests/multidevice_check.py)
+    sharded = np.asarray(report["es_lpo_fitness_sharded"])
+    assert sharded.shape == (16,) and np.isfinite(sharded).all() and (sharded >= 1).all()  # episode returns
+    assert report["es_lpo_fitness_devices"] == 8
