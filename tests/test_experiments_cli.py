@@ -96,6 +96,17 @@ def test_throughput_benchmark_writes_json(tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["results"][0]["case"] == case["case"]
 
 
+def test_cpu_compile_benchmark_writes_both_levels(tmp_path):
+    from experiments.benchmarks import cpu_compile
+
+    report = cpu_compile.main(["--quick", "--only", "4 envs", "--repeats", "1", "--compile-repeats", "1", "--out", str(tmp_path / "c.json")])
+    (case,) = report["results"]
+    for level in ("default", "level_1"):
+        assert case[level]["compile_seconds"] > 0 and case[level]["run_seconds"] > 0
+    assert case["compile_speedup"] == case["default"]["compile_seconds"] / case["level_1"]["compile_seconds"]
+    assert json.loads((tmp_path / "c.json").read_text())["results"][0]["case"] == case["case"]
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_quick_runs_on_cpu(tmp_path):
     from experiments.benchmarks import gpu

@@ -90,29 +90,40 @@ def raw_env_throughput(config, num_steps: int, repeats: int, make_env=ppo.make_e
     return {"env_steps": total, "compile_seconds": compile_s, "run_seconds": run_s, "env_steps_per_second": total / run_s}
 
 
-def training_throughput(trainer, hparams, repeats: int, num_seeds: int = 1) -> dict:
-    """Env steps per second of whole training runs (``num_seeds`` vmapped), compile apart."""
+def training_program(trainer, hparams, num_seeds: int = 1):
+    """``run(key) -> scalar``: ``num_seeds`` vmapped training runs, reduced to what depends on every update
+    (so that XLA cannot drop the last one)."""
     hparams = broadcast_hparams(hparams, num_seeds)
 
     def run(key):
         state, metrics = jax.vmap(trainer)(jax.random.split(key, num_seeds), hparams)
-        # Return what depends on every update, so XLA cannot drop the last one.
         return metrics["episode_return"][:, -1].mean() + sum(x.sum() for x in jax.tree.leaves(state))
 
+    return run
+
+
+def training_throughput(trainer, hparams, repeats: int, num_seeds: int = 1) -> dict:
+    """Env steps per second of whole training runs (``num_seeds`` vmapped), compile apart."""
+    run = training_program(trainer, hparams, num_seeds)
     compile_s, run_s = timed(run, jax.random.PRNGKey(0), repeats=repeats)
     total = trainer.total_env_steps * num_seeds
     result = {"env_steps": total, "compile_seconds": compile_s, "run_seconds": run_s, "env_steps_per_second": total / run_s}
     return result | {"seeds": num_seeds}
 
 
-def case_arguments(argv, description: str, out: str) -> argparse.Namespace:
+def case_parser(description: str, out: str) -> argparse.ArgumentParser:
     """The command line of a benchmark made of named cases: --out, --quick, --repeats, --only."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", default=out)
     parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke test, not a measurement)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", help="run only cases whose name contains this text")
-    return parser.parse_args(argv)
+    return parser
+
+
+def case_arguments(argv, description: str, out: str) -> argparse.Namespace:
+    """``case_parser``'s arguments parsed from ``argv``."""
+    return case_parser(description, out).parse_args(argv)
 
 
 def main(argv=None) -> dict:
