@@ -99,7 +99,8 @@ def test_throughput_benchmark_writes_json(tmp_path):
 def test_cpu_compile_benchmark_writes_both_levels(tmp_path):
     from experiments.benchmarks import cpu_compile
 
-    report = cpu_compile.main(["--quick", "--only", "4 envs", "--repeats", "1", "--compile-repeats", "1", "--out", str(tmp_path / "c.json")])
+    report = cpu_compile.main(["--quick", "--only", "4 envs", "--repeats", "1", "--compile-repeats", "1",
+                               "--out", str(tmp_path / "c.json")])
     (case,) = report["results"]
     for level in ("default", "level_1"):
         assert case[level]["compile_seconds"] > 0 and case[level]["run_seconds"] > 0

@@ -32,7 +32,8 @@ def trainers(quick: bool):
     ppo_cases = [c for c in cases(quick) if "halfcheetah" not in c.name]
     out = [(f"PPO {c.name}", ppo.make_train(c.config), c.hparams) for c in ppo_cases]
     sac_config, sac_hp = sac.preset("gymnax/Pendulum-v1")
-    sac_config = dataclasses.replace(sac_config, total_timesteps=1_000 if quick else 10_000, learning_starts=256 if quick else 1_000)
+    sac_config = dataclasses.replace(sac_config, total_timesteps=1_000 if quick else 10_000,
+                                     learning_starts=256 if quick else 1_000)
     return out + [("SAC gymnax/Pendulum-v1", sac.make_train(sac_config), sac_hp)]
 
 
@@ -75,10 +76,10 @@ def main(argv=None) -> dict:
         row = {"case": name, "env_steps": trainer.total_env_steps, **measured,
                "compile_speedup": default["compile_seconds"] / level_1["compile_seconds"],
                "run_time_ratio": level_1["run_seconds"] / default["run_seconds"]}
-        print(f"{name}: trace+lower {measured['trace_and_lower_seconds']:.1f} s; compile {default['compile_seconds']:.1f} s -> "
-              f"{level_1['compile_seconds']:.1f} s ({row['compile_speedup']:.2f}x faster); run "
-              f"{default['run_seconds']:.2f} s -> {level_1['run_seconds']:.2f} s ({row['run_time_ratio']:.2f}x the time)",
-              flush=True)
+        print(f"{name}: trace+lower {measured['trace_and_lower_seconds']:.1f} s; "
+              f"compile {default['compile_seconds']:.1f} s -> {level_1['compile_seconds']:.1f} s "
+              f"({row['compile_speedup']:.2f}x faster); run {default['run_seconds']:.2f} s -> "
+              f"{level_1['run_seconds']:.2f} s ({row['run_time_ratio']:.2f}x the time)", flush=True)
         results.append(row)
     return write_report("cpu_compile", args.quick, results, args.out)
 
