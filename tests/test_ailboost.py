@@ -142,7 +142,7 @@ def test_quick_cli_writes_every_output(tmp_path, pendulum_demos, run_experiment)
 @pytest.mark.slow
 def test_full_experiment_claims(run_experiment):
     """The reproduction at the recorded seed (about 6.5 minutes on one core). Measured: final and divergence
-    hold, AUC does not. Not robust: a replicate (--seed 1) gave a final score of 58.9 (README)."""
+    hold, AUC does not. Not robust: a replicate (--seed 1) gave a final score of 58.9 (experiments/RESULTS.md)."""
     claims = run_experiment("ailboost")[1]["claims"]
     assert claims["final"]["holds"] and claims["divergence"]["holds"]
     if not claims["auc"]["holds"]:

@@ -163,7 +163,7 @@ def test_quick_cli_writes_outputs(run_experiment):
 @pytest.mark.slow
 def test_full_experiment_claims(run_experiment):
     # The recorded seed. Not robust: on --seed 1 and --seed 2 one run in three collapses in stage 1 and the
-    # mean hypervolume is 66.6% (README).
+    # mean hypervolume is 66.6% (experiments/RESULTS.md).
     claims = run_experiment("cmorl-dst")[1]["claims"]
     assert claims["cmorl_hypervolume"]["holds"] and claims["stage1_hull_only"]["holds"], claims
     if not claims["cmorl_treasures"]["holds"]:  # measured: 7 of 10 in every seed (never 2, 3 or 5)

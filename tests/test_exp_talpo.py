@@ -61,7 +61,7 @@ def test_meta_es_benchmark_writes_json(tmp_path):
 @pytest.mark.slow
 def test_full_cartpole_run_shows_the_claims(tmp_path):
     """The paper's claims at CPU scale and the recorded seed (about 9 minutes on one core); figures in the
-    README. Not robust: a replicate (--seed 1) had TA-LPO below LPO at 2N (401.6 vs 419.6)."""
+    experiments/RESULTS.md. Not robust: a replicate (--seed 1) had TA-LPO below LPO at 2N (401.6 vs 419.6)."""
     result = load("talpo-cartpole").main(argparse.Namespace(**_defaults("talpo-cartpole", str(tmp_path / "run"))))
     claims = result["claims"]
     assert claims["talpo_ge_lpo_every_horizon"]["holds"], claims

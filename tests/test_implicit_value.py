@@ -308,7 +308,7 @@ def test_full_experiment_claim(tmp_path):
         assert len(result["methods"][m]["per_alpha"]) == 4
     assert all(not d for m in ("fdvl_chi2", "fdvl_tv") for per in result["methods"][m]["per_alpha"].values()
                for d in per["diverged_per_seed"]), "f-DVL diverged"
-    if not result["claim"]["holds"]:  # the recorded run (README): no XQL run diverged
+    if not result["claim"]["holds"]:  # the recorded run (experiments/RESULTS.md): no XQL run diverged
         pytest.xfail(f"the claim does not hold: {result['claim']}")
     assert result["claim"]["fdvl_all_finite"]
 

@@ -323,9 +323,9 @@ def test_full_experiment(run_experiment):
         assert len(r["return_per_seed"]["perturbed"]) == 5
         # Every rule beats the behaviour policy from the dataset's starts.
         assert r["return"]["dataset"]["mean"] > result["references"]["dataset"]["behaviour_return"]
-    # What the full run showed robustly (README): the true gradient is worst from perturbed starts (paired
-    # difference semi - true about +11, CI well above 0), and forward and backward gradients conflict on
-    # almost every batch. Orthogonal >= semi held by +0.25 with a paired CI across 0, so it is not pinned here.
+    # What the full run showed robustly (experiments/RESULTS.md): the true gradient is worst from perturbed
+    # starts (paired difference semi - true about +11, CI well above 0), and forward and backward gradients
+    # conflict on almost every batch. Orthogonal >= semi held by +0.25 with a paired CI across 0, so it is not pinned here.
     claim = result["claim"]
     assert isinstance(claim["holds"], bool) and claim["paired_difference"]["semi_minus_true"]["ci95_low"] > 0
     assert all(result["rules"][rule]["cos_negative_fraction"] > 0.5 for rule in odice.UPDATE_RULES)
