@@ -13,8 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("--list", "-l", "list"):
         print("experiments (python -m experiments NAME --help):")
+        width = max(map(len, EXPERIMENTS)) + 1
         for name in sorted(EXPERIMENTS):
-            print(f"  {name:<20} {load(name).DESCRIPTION}")
+            print(f"  {name:<{width}} {load(name).DESCRIPTION}")
         return 0
     if argv[0] in ("-h", "--help"):
         print(__doc__.strip())

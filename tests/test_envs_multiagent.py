@@ -1,5 +1,9 @@
 """Multi-agent envs: Gems dynamics by hand, its tabular view against the jitted step, the JaxMARL adapter."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -164,3 +168,24 @@ def test_jaxmarl_mpe_adapter_steps_under_jit():
         env.action_space("agent_7")
     with pytest.raises(ConfigError, match="unknown environment 'MPE_simple_sprad_v3'"):
         ma.make("jaxmarl/MPE_simple_sprad_v3")
+
+
+def test_making_a_jaxmarl_env_keeps_the_callers_stdout_and_stderr():
+    # `import jaxmarl` (0.2.0) sets sys.stdout/stderr to sys.__stdout__/__stderr__, which detaches a
+    # notebook's output capture; a fresh process, because jaxmarl imports once per process.
+    pytest.importorskip("jaxmarl")
+    code = (
+        "import io, sys\n"
+        "out, err = io.StringIO(), io.StringIO()\n"
+        "sys.stdout, sys.stderr = out, err\n"
+        "import envs.multiagent as ma\n"
+        "ma.make('jaxmarl/MPE_simple_spread_v3')\n"
+        "print('after make')\n"
+        "kept = sys.stdout is out and sys.stderr is err\n"
+        "sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__\n"
+        "print('KEPT' if kept and 'after make' in out.getvalue() else 'LOST')\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "KEPT", result.stdout[-2000:]

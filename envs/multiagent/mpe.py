@@ -20,6 +20,7 @@ jaxmarl is imported lazily, so the rest of ``envs`` works without it installed.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import jax.numpy as jnp
@@ -35,11 +36,17 @@ class JaxMARLParams:
 
 
 def _import_jaxmarl():
+    # `import jaxmarl` (0.2.0) loads its MABrax module, which silences brax's import by swapping
+    # sys.stdout/stderr and then sets them to sys.__stdout__/__stderr__ rather than back: in Jupyter or
+    # Colab every later print of the session would leave the notebook for the kernel's terminal.
+    stdout, stderr = sys.stdout, sys.stderr
     try:
         import jaxmarl  # noqa: PLC0415  (optional dependency)
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ImportError("envs.multiagent.mpe needs the optional dependency jaxmarl "
                           "(pip install jaxmarl==0.2.0 jaxtyping); import failed with: " + str(e)) from e
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
     return jaxmarl
 
 
