@@ -62,6 +62,7 @@ def reward_shape(env: Any) -> tuple[int, ...]:
 
 
 def is_discrete(env: Any, params: Any) -> bool:
+    """Whether ``env``'s action space is ``Discrete`` (else a ``Box``)."""
     return isinstance(env.action_space(params), spaces.Discrete)
 
 
@@ -74,6 +75,7 @@ def action_dim(env: Any, params: Any) -> int:
 
 
 def observation_shape(env: Any, params: Any) -> tuple[int, ...]:
+    """One observation's shape, e.g. ``(4,)`` for CartPole."""
     return tuple(env.observation_space(params).shape)
 
 

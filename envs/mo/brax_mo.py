@@ -61,6 +61,7 @@ class MOBraxEnv(BraxEnv):
 
 
 def make(variant: str, backend: str = "positional", episode_length: int = 1000, **kwargs):
+    """``(MOBraxEnv, BraxParams)`` for ``variant`` in halfcheetah, hopper, hopper-2d; ``kwargs`` go to brax."""
     from brax import envs as brax_envs  # imported lazily: brax pulls in mujoco
 
     name = {"halfcheetah": "halfcheetah", "hopper": "hopper", "hopper-2d": "hopper"}[variant]

@@ -221,6 +221,7 @@ class Extension:
 
 
 def lower_bound(config: CMORLConfig, num_objectives: int) -> np.ndarray:
+    """``[k]``: each objective's return lower bound L (``return_lower_bound``, default 0); constraints act on G - L."""
     if config.return_lower_bound is None:
         return np.zeros(num_objectives)
     if len(config.return_lower_bound) != num_objectives:
@@ -230,6 +231,7 @@ def lower_bound(config: CMORLConfig, num_objectives: int) -> np.ndarray:
 
 
 def make_extension(config: CMORLConfig) -> Extension:
+    """Stage 2's constrained extension of one policy toward one objective (:class:`Extension`)."""
     mcfg = config.moppo
     comp = moppo.make_components(mcfg)
     k = comp.num_objectives
@@ -437,6 +439,7 @@ class Stage1:
 
 
 def make_stage1(config: CMORLConfig) -> Stage1:
+    """Stage 1: the M evenly spaced preferences' MOPPO policies per seed, one vmapped batch (:class:`Stage1`)."""
     mcfg = dataclasses.replace(config.moppo, total_timesteps=config.stage1_updates * config.moppo.batch_size)
     trainer = moppo.make_train(mcfg)
     comp = moppo.make_components(mcfg)

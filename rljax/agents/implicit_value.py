@@ -258,6 +258,7 @@ class Networks(NamedTuple):
 
 
 def make_networks(config: ImplicitValueConfig, obs_shape: tuple[int, ...], action_dim: int) -> Networks:
+    """Actor (tanh-mean Gaussian), Q ensemble and V network for ``obs_shape`` and ``action_dim`` actions."""
     return Networks(
         actor=TanhMeanGaussianActor(action_dim, config.hidden_sizes, log_std_min=config.log_std_min,
                                     log_std_max=config.log_std_max),
@@ -290,6 +291,7 @@ def _optimizers(config: ImplicitValueConfig, hp: ImplicitValueHParams):
 
 
 def init_learner(config: ImplicitValueConfig, nets: Networks, key: jax.Array, hp: ImplicitValueHParams) -> Learner:
+    """Fresh parameters, target critic (= critic) and optimiser states; peak |V| and |Q| trackers at 0."""
     actor_key, critic_key, value_key = jax.random.split(key, 3)
     obs = jnp.zeros((1,) + nets.obs_shape)
     actor_params = nets.actor.init(actor_key, obs)

@@ -305,6 +305,13 @@ def make_env(config: IQLearnConfig, *, training: bool = True):
 
 
 def make_train(config: IQLearnConfig, demos: Demonstrations) -> IQLearnTrainer:
+    """IQ-Learn's :class:`IQLearnTrainer` imitating ``demos`` on ``config.env``.
+
+    Discrete actions: one Q network, ``V = T logsumexp(Q / T)``; continuous ones: a Q ensemble and a SAC
+    actor. Offline (``online=False``) each update is ``gradient_steps`` steps on expert batches; online,
+    it also collects ``env_steps_per_update`` steps into a learner replay buffer. ``demos`` that do not
+    fit the env (shapes, dtypes, action range) raise an error naming the field.
+    """
     env, env_params = make_env(config)
     eval_env, _ = make_env(config, training=False)
     raw_env, _ = envs.make(config.env, **dict(config.env_kwargs))

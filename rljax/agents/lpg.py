@@ -171,6 +171,7 @@ class MetaNetwork(nn.Module):
 
 
 def meta_network(config: LPGConfig) -> MetaNetwork:
+    """LPG's backward-GRU meta-network for ``config`` (``num_bins`` prediction bins)."""
     return MetaNetwork(config.num_bins, config.gru_hidden, config.embedding_hidden, config.embedding_dim)
 
 

@@ -109,6 +109,7 @@ class LPOHParams(ppo.PPOHParams):
 
 
 def drift_network(config: LPOConfig) -> DriftNetwork:
+    """The drift ``f_phi(r, A)``: a bias-free tanh MLP of ``drift_hidden_sizes``."""
     return DriftNetwork(config.drift_hidden_sizes)
 
 

@@ -139,6 +139,7 @@ class MAMQLContinuousState:
 
 
 def make_env(config: MAMQLContinuousConfig):
+    """The JaxMARL MABrax env; its agents must share one observation shape (``homogenisation_method='max'``)."""
     env, params = envs.multiagent.make(config.env, **dict(config.env_kwargs))
     shapes = {tuple(env.observation_space(a).shape) for a in env.agents}
     require(len(shapes) == 1, f"MAMQLContinuousConfig.env = {config.env!r}: agents' observations differ in shape "
@@ -147,6 +148,13 @@ def make_env(config: MAMQLContinuousConfig):
 
 
 def make_train(config: MAMQLContinuousConfig, demos: MultiAgentDemonstrations) -> Trainer:
+    """A :class:`Trainer` fitting ``config.method`` (MAMQL, BC or joint-action IQ-Learn) to ``demos``, offline.
+
+    ``demos.obs [A, N, obs]``, ``demos.action [A, N, own]``: each agent's view and its own action. Each
+    agent's critic ensemble and actor are updated by one ``vmap`` over agents, ``gradient_steps`` per
+    update; ``evaluate`` runs ``eval_episodes`` episodes of the team (the agents' ``tanh(mean)`` actions):
+    ``{"return": [E], "length": [E]}``, the team reward's return.
+    """
     env, env_params = make_env(config)
     num_agents = len(env.agents)
     require(demos.obs.shape[0] == num_agents and demos.obs.shape[2:] == env.observation_space(env.agents[0]).shape,

@@ -133,6 +133,7 @@ class LeakyMLP(nn.Module):
 
 
 def make_env(config: MOGFNConfig) -> Hypergrid:
+    """The hypergrid: ``ndim`` coordinates of ``side`` cells, rewards ``objectives``."""
     return Hypergrid(config.ndim, config.side, config.objectives)
 
 
@@ -173,6 +174,7 @@ def check_preferences(preferences, num_objectives: int, name: str = "preferences
 
 
 def networks(config: MOGFNConfig):
+    """``(env, policy, log_z network)``: forward-policy logits from ``[one-hot position, condition]``, log Z from the condition."""
     env = make_env(config)
     policy = LeakyMLP(config.hidden_sizes, env.num_actions)
     znet = LeakyMLP(config.z_hidden_sizes, 1)
@@ -180,6 +182,7 @@ def networks(config: MOGFNConfig):
 
 
 def init_params(config: MOGFNConfig, key):
+    """``{"policy": ..., "z": ...}`` for :func:`networks`."""
     env, policy, znet = networks(config)
     k1, k2 = jax.random.split(key)
     obs = jnp.zeros((1, env.ndim * env.side + config.cond_dim))
@@ -193,6 +196,7 @@ def policy_logits_fn(config: MOGFNConfig, params) -> Callable:
 
 
 def log_z(config: MOGFNConfig, params, cond):
+    """``log Z(cond)``: ``cond [..., c] -> [...]``."""
     _, _, znet = networks(config)
     return znet.apply(params["z"], cond)[..., 0]
 
@@ -263,6 +267,11 @@ def sample_conditions(config: MOGFNConfig, key, batch: int):
 
 
 def loss_fn(config: MOGFNConfig, params, key):
+    """One batch: draw ``batch_size`` conditions (w, beta), roll out, score.
+
+    Trajectory balance (``method="tb"``, with ``random_action_prob`` exploration) or REINFORCE on
+    ``R(x | w, beta)``; returns ``(loss, aux)`` with aux a dict of scalars for logging.
+    """
     env = make_env(config)
     k_cond, k_roll = jax.random.split(key)
     w, beta = sample_conditions(config, k_cond, config.batch_size)
@@ -352,6 +361,7 @@ def exact_flows(env: Hypergrid, reward_terminal: np.ndarray):
 
 
 def tabular_logits_fn(env: Hypergrid, log_pf_table) -> Callable:
+    """A logits function read from a table ``[num_states, num_actions]`` (exact flows, for checks)."""
     table = jnp.asarray(log_pf_table, jnp.float32)
     return lambda position, cond: table[env.state_index(position)]
 

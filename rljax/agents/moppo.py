@@ -247,6 +247,7 @@ class Components:
 
 
 def make_components(config: MOPPOConfig) -> Components:
+    """The env (clipped actions, episode statistics), evaluation env, vector-valued actor-critic and reward scale."""
     base, env_params = envs.make(config.env, **dict(config.env_kwargs))
     shape = envs.reward_shape(base)
     if len(shape) != 1:
@@ -282,6 +283,7 @@ def make_optimizer(config: MOPPOConfig, hp: Any, num_updates: int) -> optax.Grad
 
 
 def init_params(comp: Components, key: jax.Array):
+    """Actor-critic parameters for one observation of ``comp.env``."""
     return comp.network.init(key, jnp.zeros((1,) + envs.observation_shape(comp.env, comp.env_params)))
 
 
@@ -387,6 +389,11 @@ def make_evaluate_preferences(config: MOPPOConfig) -> Callable[[PPOState, jax.Ar
 
 
 def make_train(config: MOPPOConfig) -> Trainer:
+    """MOPPO's :class:`Trainer`: PPO with a ``[k]`` critic and advantages scalarised by ``hparams.preference``.
+
+    ``preference`` is a traced ``[k]`` simplex vector, so M preferences train in one ``vmap``; with
+    ``conditioned=True`` each episode draws its own preference and the network sees it.
+    """
     comp = make_components(config)
     num_updates = config.num_updates
 

@@ -145,6 +145,7 @@ def make_env(config: PPOConfig, *, training: bool = True):
 
 
 def make_network(config: PPOConfig, env, env_params) -> ActorCritic:
+    """The actor-critic for ``env``'s action space (categorical or Gaussian head)."""
     return ActorCritic(
         action_dim=envs.action_dim(env, env_params), discrete=envs.is_discrete(env, env_params),
         hidden_sizes=config.hidden_sizes, activation=config.activation, initializer=config.initializer,

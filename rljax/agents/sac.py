@@ -103,6 +103,7 @@ PRESETS.update({
 
 
 def preset(env: str) -> tuple[SACConfig, SACHParams]:
+    """``(config, hparams)`` tuned for ``env`` in ``PRESETS``; else Pendulum's preset on ``env``."""
     if env in PRESETS:
         return PRESETS[env]
     return dataclasses.replace(PRESETS["gymnax/Pendulum-v1"][0], env=env), SACHParams()
@@ -155,6 +156,7 @@ class SACNetworks(NamedTuple):
 
 
 def make_networks(config: SACConfig, obs_shape: tuple[int, ...], action_dim: int) -> SACNetworks:
+    """Squashed-Gaussian actor and Q ensemble; target entropy ``-target_entropy_scale * action_dim``."""
     return SACNetworks(
         actor=SquashedGaussianActor(action_dim, config.hidden_sizes),
         critic=QEnsemble(config.num_q, config.hidden_sizes),
@@ -169,6 +171,7 @@ def _optimizers(hp: SACHParams):
 
 
 def init_learner(nets: SACNetworks, key: jax.Array, hp: SACHParams) -> SACLearner:
+    """Fresh parameters, target critic (= critic), ``log alpha = log init_alpha`` and optimiser states."""
     actor_key, critic_key = jax.random.split(key)
     obs = jnp.zeros((1,) + nets.obs_shape)
     actor_params = nets.actor.init(actor_key, obs)
@@ -249,6 +252,10 @@ def make_env(config: SACConfig, *, training: bool = True):
 
 
 def make_train(config: SACConfig) -> Trainer:
+    """SAC's :class:`Trainer`: each update collects ``num_envs x steps_per_update`` env steps into the replay
+    buffer, then takes ``gradient_steps`` gradient steps (twin-Q targets, automatic temperature); the first
+    ``learning_starts`` env steps take uniform random actions.
+    """
     env, env_params = make_env(config)
     eval_env, _ = make_env(config, training=False)
     nets = make_networks(config, envs.observation_shape(env, env_params), envs.action_dim(env, env_params))

@@ -25,11 +25,13 @@ class ConfigError(ValueError):
 
 
 def require(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition``."""
     if not condition:
         raise ConfigError(message)
 
 
 def require_positive(config: Any, *fields: str) -> None:
+    """Raise :class:`ConfigError` naming the first of ``fields`` of ``config`` that is not > 0."""
     for name in fields:
         value = getattr(config, name)
         require(value > 0, f"{type(config).__name__}.{name}: expected a positive number, got {value!r}")

@@ -89,6 +89,7 @@ def _minimised_shaping(kind: str):
 
 
 def make_strategy(config: ESConfig, init_params: Any) -> evosax_algorithms.Open_ES:
+    """evosax's OpenES (antithetic pairs, Adam on the ES gradient, constant sigma) around ``init_params``."""
     return evosax_algorithms.Open_ES(
         population_size=config.population_size, solution=init_params, use_antithetic_sampling=True,
         optimizer=optax.adam(config.learning_rate), std_schedule=optax.constant_schedule(config.sigma),

@@ -63,6 +63,7 @@ def _jsonable(x: Any) -> Any:
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:
+    """``data`` as indented, key-sorted JSON; arrays and numpy scalars converted."""
     with open(path, "w") as f:
         json.dump(_jsonable(data), f, indent=2, sort_keys=True)
 
@@ -110,5 +111,6 @@ class MetricsWriter:
 
 
 def read_metrics(run_dir: str) -> list[dict[str, Any]]:
+    """``run_dir/metrics.jsonl`` as a list of dicts, one per logged update."""
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]

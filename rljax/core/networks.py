@@ -15,6 +15,7 @@ INITIALIZERS = ("orthogonal", "torch")
 
 
 def activation_fn(name: str):
+    """The activation named ``name`` (one of ``ACTIVATIONS``)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]

@@ -70,6 +70,7 @@ def initialize_distributed(**kwargs) -> None:
 
 
 def is_logging_process() -> bool:
+    """True on process 0 only: the one that writes logs, plots and checkpoints."""
     return jax.process_index() == 0
 
 

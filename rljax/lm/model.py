@@ -113,6 +113,7 @@ class LMConfig:
 
 
 def llama_config(vocab_size=512, hidden_size=256, num_layers=4, num_heads=4, **kwargs) -> LMConfig:
+    """A Llama-style :class:`LMConfig` (RoPE, RMSNorm, SwiGLU); ``kwargs`` set the other fields."""
     return LMConfig(vocab_size, hidden_size, num_layers, num_heads, style="llama", **kwargs)
 
 
@@ -150,6 +151,7 @@ class LMOutput:
 
 
 def rotate_half(x):
+    """``[..., d] -> [..., d]``: ``(x1, x2) -> (-x2, x1)``, RoPE in Hugging Face's rotate-half layout."""
     x1, x2 = jnp.split(x, 2, axis=-1)
     return jnp.concatenate([-x2, x1], axis=-1)
 
@@ -360,6 +362,7 @@ def init_params(config: LMConfig, key: jax.Array, seq_len: int = 8):
 
 
 def count_params(params) -> int:
+    """Number of scalars in a params pytree."""
     return sum(x.size for x in jax.tree.leaves(params))
 
 

@@ -120,6 +120,7 @@ class LMTrainer(Trainer):
 
 
 def num_examples(data: Mapping[str, Any]) -> int:
+    """Rows in a dict of equally long arrays."""
     return len(next(iter(data.values())))
 
 
@@ -215,6 +216,7 @@ def _lr_at(config: LMTrainConfig, hp: LMHParams, step):
 
 
 def make_optimizer(config: LMTrainConfig, learning_rate) -> optax.GradientTransformation:
+    """AdamW, RMSprop (PyTorch's defaults) or SGD with an injected (traced) learning rate; gradients clipped at ``max_grad_norm`` when > 0."""
     # inject_hyperparams keeps the learning rate in the optimiser state, so it is a
     # traced value (vmappable per seed) and the warm-up can set it every step.
     if config.optimizer == "adamw":

@@ -25,6 +25,7 @@ class PPOBatch:
 
 
 def normalize(x: jax.Array, eps: float = 1e-8) -> jax.Array:
+    """``(x - mean) / (std + eps)`` over all of ``x``."""
     return (x - x.mean()) / (x.std() + eps)
 
 
