@@ -121,13 +121,8 @@ def case_parser(description: str, out: str) -> argparse.ArgumentParser:
     return parser
 
 
-def case_arguments(argv, description: str, out: str) -> argparse.Namespace:
-    """``case_parser``'s arguments parsed from ``argv``."""
-    return case_parser(description, out).parse_args(argv)
-
-
 def main(argv=None) -> dict:
-    args = case_arguments(argv, __doc__.splitlines()[0], "runs/bench/throughput.json")
+    args = case_parser(__doc__.splitlines()[0], "runs/bench/throughput.json").parse_args(argv)
     results = []
     for case in cases(args.quick):
         if args.only and args.only not in case.name:

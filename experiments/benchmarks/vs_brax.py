@@ -56,7 +56,7 @@ from brax.training.agents.sac import networks as brax_sac_networks
 from brax.training.agents.sac import train as brax_sac
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from experiments.benchmarks.throughput import case_arguments, compare_libraries, timed_output
+from experiments.benchmarks.throughput import case_parser, compare_libraries, timed_output
 from rljax.agents import ppo, sac
 
 
@@ -162,7 +162,7 @@ def run_brax(case: Case, repeats: int, quick: bool) -> dict:
 
 
 def main(argv=None) -> dict:
-    args = case_arguments(argv, __doc__.splitlines()[0], "runs/bench/vs_brax.json")
+    args = case_parser(__doc__.splitlines()[0], "runs/bench/vs_brax.json").parse_args(argv)
     return compare_libraries(
         "vs_brax", "brax", cases(args.quick), args,
         run_rljax=lambda case: run_rljax(case, args.repeats),

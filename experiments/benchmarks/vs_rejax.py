@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.benchmarks.throughput import case_arguments, compare_libraries, timed_output
+from experiments.benchmarks.throughput import case_parser, compare_libraries, timed_output
 from rljax.agents import ppo, sac
 from rljax.core.config import broadcast_hparams
 
@@ -151,7 +151,7 @@ def _report(env_steps: int, compile_s: float, run_s: float, returns) -> dict:
 
 
 def main(argv=None) -> dict:
-    args = case_arguments(argv, __doc__.splitlines()[0], "runs/bench/vs_rejax.json")
+    args = case_parser(__doc__.splitlines()[0], "runs/bench/vs_rejax.json").parse_args(argv)
     return compare_libraries(
         "vs_rejax", "rejax", cases(args.quick), args,
         run_rljax=lambda case: run_rljax(case, args.repeats),
