@@ -22,11 +22,15 @@ from envs.registry import register
 
 @struct.dataclass
 class BraxParams:
+    """Env params: the time limit, after which an episode is ``truncated`` (``episode_length`` at ``make``)."""
+
     max_steps_in_episode: int = 1000
 
 
 @struct.dataclass
 class BraxState:
+    """One env's state: brax's own ``State`` and ``time``, the steps taken this episode (scalar int32)."""
+
     brax_state: Any  # brax.envs.base.State: pipeline state, obs, reward, done, metrics, info
     time: jax.Array
 

@@ -47,12 +47,17 @@ from envs.registry import register
 
 @struct.dataclass
 class PointMassState:
+    """One env's state: the position (also the observation) and the steps taken this episode."""
+
     pos: jax.Array  # [2] float32
     time: jax.Array  # int32, steps taken in this episode
 
 
 @struct.dataclass
 class PointMassParams:
+    """Env params (a pytree, so they can vary per env): time limit, move size, arena, goal and start
+    distribution; ``envs.make("toy/pointmass", **kwargs)`` overrides any of them. See the module docstring."""
+
     max_steps_in_episode: int = 50
     step_size: float = 0.1  # largest move per step
     arena: float = 1.0  # positions live in [-arena, arena]^2

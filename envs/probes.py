@@ -31,12 +31,17 @@ from envs.registry import register
 
 @struct.dataclass
 class ProbeState:
+    """One probe's state: the current observation (``[1]`` float32) and ``time``, the steps taken this episode."""
+
     obs: jax.Array
     time: jax.Array
 
 
 @struct.dataclass
 class ProbeParams:
+    """Env params: the time limit that truncates an episode (5 for ``probe/truncation``; the others terminate
+    long before the default 100)."""
+
     max_steps_in_episode: int = 100
 
 
@@ -93,6 +98,8 @@ def _random_sign(key):
 
 
 class ConstantReward(Probe):
+    """One step, reward 1 whatever the action: ``V = 1``. Fails when the value loss or optimiser is broken."""
+
     probe_name = "constant-reward"
 
     def reward(self, state, action):
@@ -103,6 +110,9 @@ class ConstantReward(Probe):
 
 
 class RewardFromObservation(Probe):
+    """One step, obs ``o`` in {-1, +1}, reward ``o``: ``V(o) = o`` for any policy. Fails when the value network
+    does not see (or cannot fit) the observation."""
+
     probe_name = "reward-from-observation"
     initial_obs = staticmethod(_random_sign)
 
@@ -114,6 +124,9 @@ class RewardFromObservation(Probe):
 
 
 class Discounting(Probe):
+    """Two steps (obs 0, then 1), reward 1 on the second: ``V(first) = gamma``, ``V(second) = 1`` for any policy.
+    Fails when discounting or bootstrapping across steps is wrong."""
+
     probe_name = "discounting"
     episode_steps = 2
 
@@ -128,6 +141,9 @@ class Discounting(Probe):
 
 
 class RewardFromAction(Probe):
+    """One step, reward 1 iff ``action == 1``: ``V* = 1``. Fails when the policy gradient (or advantage sign)
+    does not move the policy toward the rewarded action."""
+
     probe_name = "reward-from-action"
 
     def reward(self, state, action):
@@ -138,6 +154,9 @@ class RewardFromAction(Probe):
 
 
 class RewardFromObservationAndAction(Probe):
+    """One step, obs ``o`` in {0, 1}, reward 1 iff ``action == o``: ``V* = 1``. Fails when the policy ignores the
+    observation, or observations and actions are misaligned in the batch."""
+
     probe_name = "reward-from-observation-and-action"
 
     def initial_obs(self, key):
@@ -151,6 +170,9 @@ class RewardFromObservationAndAction(Probe):
 
 
 class Truncation(Probe):
+    """Reward 1 every step, never terminated, truncated after 5 steps (by default); time is not observed, so only
+    bootstrapping from ``final_observation`` on truncation gives ``V = 1 / (1 - gamma)`` (any policy)."""
+
     probe_name = "truncation"
     episode_steps = 1_000_000  # never terminates: only the time limit ends an episode
 
@@ -166,6 +188,9 @@ class Truncation(Probe):
 
 
 class VectorReward(Probe):
+    """One step, obs ``o`` in {-1, +1}, vector reward ``(o, 1)``: ``V(o) = (o, 1)`` (shape ``[..., 2]``). Fails
+    when multi-objective code mixes up or reduces the reward components."""
+
     probe_name = "vector-reward"
     initial_obs = staticmethod(_random_sign)
 
@@ -181,6 +206,9 @@ class VectorReward(Probe):
 
 
 class ContinuousAction(Probe):
+    """One step, obs ``o`` in {-1, +1}, action ``a`` in [-1, 1], reward ``1 - (a - o/2)^2``: ``V* = 1`` at
+    ``a = o/2``, and ``Q(o, a)`` is the reward (``analytic_q``). Checks continuous actors and critics."""
+
     probe_name = "continuous-action"
     initial_obs = staticmethod(_random_sign)
 

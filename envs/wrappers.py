@@ -68,6 +68,9 @@ class Wrapper(Environment):
 
 @struct.dataclass
 class EpisodeStatisticsState:
+    """:class:`EpisodeStatistics`' state of one env: the inner state, the running episode's return (shaped like
+    the reward: ``()`` or ``[k]``) and length, and those of the last finished episode."""
+
     env_state: Any
     episode_return: jax.Array  # running return of the current episode, reward-shaped
     episode_length: jax.Array
@@ -125,6 +128,9 @@ def episode_metrics(info: dict) -> dict:
 
 @struct.dataclass
 class RunningMeanStd:
+    """Running moments of a quantity: ``mean`` and ``var`` shaped like it (e.g. ``[*obs_shape]``), ``count`` a
+    float32 scalar (starts at 1e-4, as gym's). Merged with Chan et al.'s parallel update."""
+
     mean: jax.Array
     var: jax.Array
     count: jax.Array
@@ -151,6 +157,8 @@ class RunningMeanStd:
 
 @struct.dataclass
 class NormalizeObservationState:
+    """:class:`NormalizeObservation`'s state of one env: the inner state and the observation moments."""
+
     env_state: Any
     obs_stats: RunningMeanStd
 
@@ -193,6 +201,9 @@ class NormalizeObservation(Wrapper):
 
 @struct.dataclass
 class NormalizeRewardState:
+    """:class:`NormalizeReward`'s state of one env: the inner state, the running discounted return (reward-shaped;
+    reset to 0 when an episode ends) and its moments."""
+
     env_state: Any
     discounted_return: jax.Array  # running discounted return of the current episode
     return_stats: RunningMeanStd

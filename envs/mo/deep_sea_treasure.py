@@ -56,16 +56,23 @@ def pareto_front(variant: str = "default") -> np.ndarray:
 
 @struct.dataclass
 class DSTState:
+    """One env's state: the submarine's cell and ``time``, the steps taken this episode."""
+
     position: jax.Array  # [2] int32 (row, column)
     time: jax.Array
 
 
 @struct.dataclass
 class DSTParams:
+    """Env params: the time limit that truncates episodes which find no treasure."""
+
     max_steps_in_episode: int = 100
 
 
 class DeepSeaTreasure(Environment):
+    """Deep Sea Treasure (see the module docstring): 4 actions, obs ``[2]`` (row, column), reward ``[2]``
+    ``(treasure, -1)``. ``variant``: ``"default"`` (MO-Gymnasium's map) or ``"concave"`` (Vamplew et al.'s)."""
+
     def __init__(self, variant: str = "default"):
         if variant not in TREASURES:
             raise ValueError(f"variant: expected one of {sorted(TREASURES)}, got {variant!r}")

@@ -88,12 +88,16 @@ OBJECTIVES = {"branin": branin, "currin": currin, "shubert": shubert}
 
 @struct.dataclass
 class HypergridState:
+    """One env's state: the grid position ``s`` and ``time``, the actions taken this episode."""
+
     position: jax.Array  # [D] int32
     time: jax.Array
 
 
 @struct.dataclass
 class HypergridParams:
+    """Env params: a time limit that never binds (episodes end within ``max_trajectory_length`` actions)."""
+
     max_steps_in_episode: int = 10_000  # never binding: every episode ends within max_trajectory_length steps
 
 

@@ -56,6 +56,9 @@ NUM_ACTIONS = len(MOVES)
 
 @struct.dataclass
 class GemsState:
+    """The joint state: every agent's cell, which gems remain, and ``time``, the steps taken this episode.
+    ``state_index`` maps it (without the clock) to the tabular view's joint-state index."""
+
     pos: jax.Array  # [num_agents, 2] int32 (row, col)
     gems: jax.Array  # [num_gems] bool, present
     time: jax.Array  # int32
@@ -63,6 +66,8 @@ class GemsState:
 
 @struct.dataclass
 class GemsParams:
+    """Env params: the time limit that truncates an episode (the layout lives on :class:`Gems` itself)."""
+
     max_steps_in_episode: int = 20
 
 

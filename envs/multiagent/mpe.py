@@ -32,6 +32,9 @@ from rljax.core.config import ConfigError
 
 @struct.dataclass
 class JaxMARLParams:
+    """Env params of the adapter: only the episode length the JaxMARL env actually runs (its ``max_steps``, plus
+    one for MPE), reported through ``max_episode_steps``; the JaxMARL env keeps its other settings itself."""
+
     max_steps_in_episode: int = 25
 
 

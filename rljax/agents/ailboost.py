@@ -102,6 +102,9 @@ class AILBoostConfig:
 
 @struct.dataclass
 class AILBoostHParams:
+    """Dynamic hyperparameters (vmappable): boosting step ``eta``, the discriminator's Adam rate and gradient
+    penalty weight, and the SAC weak learner's own :class:`~rljax.agents.sac.SACHParams`."""
+
     eta: float = 0.05  # weight of each new weak learner
     disc_lr: float = 1e-4
     grad_penalty: float = 10.0
@@ -110,6 +113,9 @@ class AILBoostHParams:
 
 @struct.dataclass
 class AILBoostState:
+    """The whole AILBoost training state, one pytree: SAC learner, weak-learner snapshots and boosting weights,
+    discriminator, and a replay buffer with one segment per round. ``round``: rounds done (scalar)."""
+
     learner: sac.SACLearner  # the SAC weak learner being trained
     snapshots: Any  # actor params of the last K weak learners, leaves [K, ...] (a ring)
     snapshot_round: jax.Array  # [K] round that made each snapshot, -1 if empty

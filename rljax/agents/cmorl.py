@@ -197,6 +197,12 @@ def extension_loss(params, apply_fn: Callable, batch: PPOBatch, hp: CMORLHParams
 
 @struct.dataclass
 class ExtensionState:
+    """State of one stage-2 extension (one policy pushed toward objective ``objective``), one pytree.
+
+    MOPPO params/optimiser, the ``num_envs`` env carry, and the ``[k]`` constraint levels and return estimates
+    (undiscounted, raw units) used by the barrier. ``update_step`` counts updates done (0: ``threshold`` unset).
+    """
+
     params: Any
     opt_state: Any
     env: rollout_lib.EnvCarry

@@ -133,6 +133,9 @@ class ImplicitValueConfig:
 
 @struct.dataclass
 class ImplicitValueHParams:
+    """Dynamic hyperparameters (vmappable), shared by IQL, XQL and f-DVL; each method reads its own value-loss
+    fields (``expectile``; ``temperature``; ``temperature`` and ``lam``). See :data:`PRESETS`."""
+
     temperature: float = 1.0  # alpha: XQL's beta; f-DVL's dual-V temperature (unused by expectile)
     lam: float = 0.5  # f-DVL's weight: (1 - lam) E[V] + lam E[alpha f*_p(diff/alpha)], in (0, 1)
     expectile: float = 0.7  # IQL's tau
@@ -250,6 +253,9 @@ class ValueMLP(nn.Module):
 
 
 class Networks(NamedTuple):
+    """The flax modules (no parameters): tanh-mean Gaussian actor, twin Q ensemble and V network, plus the
+    observation shape and action dimension they were built for (static)."""
+
     actor: TanhMeanGaussianActor
     critic: QEnsemble
     value: ValueMLP
@@ -273,6 +279,9 @@ def make_networks(config: ImplicitValueConfig, obs_shape: tuple[int, ...], actio
 
 @struct.dataclass
 class Learner:
+    """Parameters and optimiser states of actor, twin critic (plus its Polyak target) and V; ``step`` counts
+    gradient steps. The ``peak_abs_*`` scalars track divergence."""
+
     actor_params: Any
     critic_params: Any
     target_critic_params: Any

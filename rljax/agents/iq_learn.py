@@ -127,6 +127,9 @@ class IQLearnConfig:
 
 @struct.dataclass
 class IQLearnHParams:
+    """Dynamic hyperparameters (vmappable): learning rates, the fixed entropy temperature ``T``, ``gamma``, the
+    chi-squared regulariser's ``alpha`` and the target step ``tau``. Ranges: :func:`check_hparams`."""
+
     critic_lr: float = 1e-4
     actor_lr: float = 3e-4  # continuous actions only
     temperature: float = 1e-3  # entropy temperature T of V and the policy (the official agent.init_temp), fixed
@@ -246,6 +249,9 @@ def check_demonstrations(demos: Demonstrations, env, env_params) -> None:
 
 @struct.dataclass
 class Transition:
+    """A transition without a reward (IQ-Learn recovers it from Q): a replay item, or a batch with leaves
+    ``[B, ...]``. Actions are int32 (discrete) or in [-1, 1] (continuous)."""
+
     obs: jax.Array
     action: jax.Array
     next_obs: jax.Array  # pre-reset: bootstrap on truncation
@@ -254,6 +260,10 @@ class Transition:
 
 @struct.dataclass
 class IQLearnState:
+    """The whole IQ-Learn training state, one pytree: critic (and target), actor (continuous only), the expert
+    demonstrations, and online the replay buffer and ``num_envs`` env carry. ``grad_steps`` and ``env_steps``
+    (summed over envs) are scalar counters."""
+
     critic_params: Any
     target_critic_params: Any
     critic_opt: Any

@@ -226,6 +226,9 @@ def meta_outputs(config: LPGConfig, meta_params, reward, terminated, truncated, 
 
 @struct.dataclass
 class LPGState:
+    """One agent's lifetime state, one pytree: its policy/prediction params and Adam state, the ``num_envs``
+    env carry, and the hparams, which carry the meta-network's params (``LPGHParams.meta``)."""
+
     params: Any
     opt_state: Any
     env: rollout_lib.EnvCarry

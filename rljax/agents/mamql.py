@@ -87,6 +87,9 @@ class Demonstrations:
 
 @dataclasses.dataclass(frozen=True)
 class MAMQLConfig:
+    """Static settings of tabular-game MAMQL (Haynam et al. 2025) and its baselines: game sizes ``N``, ``S``,
+    ``A``, ``method`` (``"mamql"``, ``"joint_iq"``, ``"bc"``), critic kind and IQ-Learn's offline loss terms."""
+
     num_agents: int = 2
     num_states: int = 5000
     num_actions: int = 5
@@ -118,6 +121,9 @@ class MAMQLConfig:
 
 @struct.dataclass
 class MAMQLHParams:
+    """Dynamic hyperparameters (vmappable): Adam rate, ``gamma``, Boltzmann rationality ``lam``, IQ-Learn's
+    ``alpha``, BC's entropy bonus and the tabular critic's init scale."""
+
     learning_rate: float = 0.05  # suits the tabular critic; an MLP critic wants about 1e-3
     gamma: float = 0.9
     lam: float = 10.0  # Boltzmann rationality: pi ∝ exp(lam * Q)
@@ -128,6 +134,9 @@ class MAMQLHParams:
 
 @struct.dataclass
 class MAMQLState:
+    """The whole training state, one pytree: critic params (tables or stacked MLPs, see below), Adam state,
+    ``step`` (full-batch Adam steps done, scalar) and the hparams. The demonstrations are closed over."""
+
     # tabular: the tables (mamql: Qbar [N, S, A]; joint_iq: Q [N, S, A, ..., A]; bc: logits [N, S, A]);
     # mlp: Flax params of the N agents' networks, stacked on a leading axis N.
     params: Any

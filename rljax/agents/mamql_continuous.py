@@ -62,6 +62,9 @@ ACTION_EDGE = 1.0 - 1e-6  # demonstrated actions on the box edge get finite tanh
 
 @dataclasses.dataclass(frozen=True)
 class MAMQLContinuousConfig:
+    """Static settings of continuous-action MAMQL (Haynam et al. 2025) on a JaxMARL MABrax env, and its
+    ``"joint_iq"`` / ``"bc"`` baselines. Each update runs ``gradient_steps`` minibatch Adam steps."""
+
     env: str = "jaxmarl/hopper_3x1"
     env_kwargs: tuple[tuple[str, Any], ...] = tuple(MABRAX_KWARGS.items())
     method: str = "mamql"
@@ -128,6 +131,9 @@ class MultiAgentDemonstrations:
 
 @struct.dataclass
 class MAMQLContinuousState:
+    """The whole training state, one pytree: per-agent critic ensembles and tanh-Gaussian actors (leading
+    axis: agents), their Adam states, the demonstrations, and ``step`` (gradient steps done, scalar)."""
+
     critic_params: Any  # stacked over agents (None for bc)
     actor_params: Any  # stacked over agents
     critic_opt: Any

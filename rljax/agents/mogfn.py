@@ -54,6 +54,10 @@ ENCODINGS = ("thermometer", "scalar")
 
 @dataclasses.dataclass(frozen=True)
 class MOGFNConfig:
+    """Static settings of MOGFN-PC (Jain et al., ICML 2023) or its REINFORCE baseline on the hypergrid: grid
+    size, objectives, network sizes, and how ``w`` and ``beta`` are drawn and encoded. Defaults: the authors'
+    hypergrid script."""
+
     side: int = 16
     ndim: int = 2
     objectives: tuple[str, ...] = ("branin", "currin", "shubert")
@@ -105,13 +109,19 @@ class MOGFNConfig:
 
 @struct.dataclass
 class MOGFNHParams:
-    learning_rate: float = 1e-2  # the hypergrid script's, for both networks (Adam)
+    """Dynamic hyperparameters (vmappable): Adam rates of the policy (``learning_rate``) and log Z network
+    (``z_learning_rate``), and the L2 weight decay shared by both."""
+
+    learning_rate: float = 1e-2  # policy network (Adam); the hypergrid script uses 1e-2 for both networks
     z_learning_rate: float = 1e-2
     weight_decay: float = 1e-4  # the script's Adam weight_decay (L2 added to the gradient, as torch does)
 
 
 @struct.dataclass
 class MOGFNState:
+    """The whole training state, one pytree: policy and log Z params, Adam state, hparams, PRNG key, and
+    ``step`` (updates done, scalar)."""
+
     params: Any  # {"policy": ..., "z": ...}
     opt_state: Any
     hparams: MOGFNHParams

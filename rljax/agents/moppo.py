@@ -195,6 +195,9 @@ def condition(obs: jax.Array, preference: jax.Array) -> jax.Array:
 
 @struct.dataclass
 class PreferenceState:
+    """:class:`SamplePreference`'s state of one env: the wrapped env's state and the episode's preference
+    ``w`` (``[k]``, on the simplex)."""
+
     env_state: Any
     preference: jax.Array  # [k], fixed within an episode
 
@@ -238,6 +241,10 @@ class SamplePreference(wrappers.Wrapper):
 
 @dataclasses.dataclass(frozen=True)
 class Components:
+    """What MOPPO (and C-MORL) build once from a config: the training env (with :class:`SamplePreference`
+    when ``conditioned``, and episode statistics), the plain evaluation env, the actor-critic with a ``[k]``
+    value head, ``k`` and the per-objective reward multipliers the critic learns in."""
+
     env: Any  # training env: clipped actions, episode statistics
     env_params: Any
     eval_env: Any

@@ -244,6 +244,9 @@ def policy_weight(delta, divergence: str = "chi2", kind: str = "paper", max_weig
 
 
 class ValueBatch(struct.PyTreeNode):
+    """The fields :func:`value_gradients` reads, for a batch without actions: ``obs``, ``next_obs`` ``[B, d]``,
+    ``reward`` ``[B]``, ``terminated`` ``[B]`` bool. ``offline.Transitions`` has them too."""
+
     obs: jax.Array
     reward: jax.Array
     next_obs: jax.Array
@@ -308,6 +311,9 @@ def value_gradients(v_fn: Callable[[Any, jax.Array], jax.Array], params: Any, ta
 
 @struct.dataclass
 class ODICEState:
+    """The whole ODICE training state, one pytree: V ensemble (and its EMA target), Gaussian policy, their Adam
+    states, the dataset as ``offline.Transitions`` (actions in [-1, 1]), and ``step`` (gradient steps, scalar)."""
+
     v_params: Any
     target_v_params: Any
     policy_params: Any

@@ -116,6 +116,9 @@ def preset(env: str) -> tuple[PPOConfig, PPOHParams]:
 
 @struct.dataclass
 class PPOState:
+    """The whole PPO training state, one pytree: actor-critic params, optimiser state, the ``num_envs`` env
+    carry (obs ``[num_envs, *obs_shape]``), PRNG key, ``update_step`` (updates done, scalar) and the hparams."""
+
     params: Any
     opt_state: Any
     env: rollout_lib.EnvCarry

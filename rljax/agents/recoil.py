@@ -171,6 +171,9 @@ class ReCOILConfig:
 
 @struct.dataclass
 class ReCOILHParams:
+    """Dynamic hyperparameters (vmappable): the mixing weight ``beta``, ``gamma``, learning rates, the target
+    step, the implicit maximiser's ``expectile`` / ``value_temperature`` and AWR's inverse temperature."""
+
     beta: float = 0.5  # the paper's beta: weight of the expert in both mixtures
     gamma: float = 0.99
     critic_lr: float = 3e-4
@@ -207,6 +210,9 @@ def check_hparams(hp: ReCOILHParams) -> None:
 
 @struct.dataclass
 class ReCOILState:
+    """The whole ReCOIL training state, one pytree: twin critics (and targets), V and the actor with their Adam
+    states (critic and V are None for the BC baselines), both data sources, and ``grad_steps`` (scalar)."""
+
     critic_params: Any  # None for the BC baselines
     target_critic_params: Any
     critic_opt: Any

@@ -76,6 +76,9 @@ class SACConfig:
 
 @struct.dataclass
 class SACHParams:
+    """Dynamic hyperparameters (vmappable): Adam rates of actor, critics and temperature, ``gamma``, the target
+    step ``tau`` and the initial temperature ``init_alpha``."""
+
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
@@ -111,6 +114,9 @@ def preset(env: str) -> tuple[SACConfig, SACHParams]:
 
 @struct.dataclass
 class Transition:
+    """One replay item ``(s, a, r, s', terminated)``, or a batch of them with leaves ``[B, ...]``; actions in
+    [-1, 1]. Also AILBoost's replay item (its rewards are relabelled by the discriminator)."""
+
     obs: jax.Array
     action: jax.Array
     reward: jax.Array
@@ -137,6 +143,9 @@ class SACLearner:
 
 @struct.dataclass
 class SACState:
+    """The whole SAC training state, one pytree: the :class:`SACLearner`, the replay buffer (one segment), the
+    ``num_envs`` env carry, PRNG key, ``env_steps`` (scalar) and the hparams."""
+
     learner: SACLearner
     replay: replay_lib.ReplayState
     env: rollout_lib.EnvCarry

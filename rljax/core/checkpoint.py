@@ -23,6 +23,12 @@ class CheckpointMismatchError(ValueError):
 
 
 class Checkpointer:
+    """Orbax checkpoint manager for one run directory, keeping the newest ``max_to_keep`` steps.
+
+    Writes ``config`` to ``config.json`` on first use and raises :class:`CheckpointMismatchError` if the
+    directory was made by another config. Each step saves the state pytree plus a JSON ``meta`` dict.
+    """
+
     def __init__(self, directory: str, config: dict[str, Any], max_to_keep: int = 2):
         self.directory = os.path.abspath(directory)
         self.config = config

@@ -51,6 +51,12 @@ Fitness = Callable[[Any, jax.Array], jax.Array]  # (meta_params, key) -> scalar,
 
 @dataclasses.dataclass(frozen=True)
 class ESConfig:
+    """Static settings of :func:`meta_train`: evosax's OpenES (Salimans et al., 2017) with antithetic pairs.
+
+    Fitness shaping and task-key sharing are as in the module docstring; ``shard`` splits the population
+    over devices.
+    """
+
     population_size: int = 32  # even: antithetic pairs
     generations: int = 30
     sigma: float = 0.1  # perturbation std
@@ -122,6 +128,11 @@ class MetaState:
 
 @dataclasses.dataclass
 class MetaResult:
+    """What :func:`meta_train` returns: the evolved ES mean, the final evosax state, records and timings.
+
+    ``records`` holds only the generations run by this call (not those restored on resume).
+    """
+
     mean: Any  # the evolved meta-parameters (the ES mean), unravelled like init_params
     state: Any  # final evosax state
     records: list[dict[str, Any]]  # one per generation

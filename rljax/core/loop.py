@@ -27,6 +27,11 @@ from rljax.core.trainer import Trainer
 
 @dataclasses.dataclass(frozen=True)
 class LoopConfig:
+    """Host-loop settings for :func:`run`: chunk size, eval/checkpoint cadence, logging and sharding.
+
+    Static and not part of the training state; ``*_every_chunks`` count jitted chunks, not updates.
+    """
+
     chunk_updates: int = 10  # updates per jitted call
     eval_every_chunks: int = 0  # 0: evaluate only at the end
     eval_episodes: int = 16  # per seed
@@ -39,6 +44,11 @@ class LoopConfig:
 
 @dataclasses.dataclass
 class LoopResult:
+    """What :func:`run` returns: the final state of all seeds, the per-update records and the timings.
+
+    ``updates_done`` counts from the start of the run (a resumed run includes the restored updates).
+    """
+
     state: Any  # final training state, leading axis = seeds
     records: list[dict[str, Any]]  # one per update, as in metrics.jsonl
     final_eval: dict[str, np.ndarray] | None  # evaluate() outputs, [seeds, episodes, ...]

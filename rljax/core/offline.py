@@ -26,6 +26,11 @@ from rljax.core.dataset import Dataset, DatasetError, check_matches_env
 
 @struct.dataclass
 class Transitions:
+    """A flat offline dataset (or a minibatch of it) as device arrays: ``N`` rows of (s, a, r, s', terminated).
+
+    A pytree kept in offline learners' state; ``terminated`` is true terminals only (truncations bootstrap).
+    """
+
     obs: jax.Array  # [N, *obs_shape] float32
     action: jax.Array  # [N, action_dim] float32 in [-1, 1], or [N] int32
     reward: jax.Array  # [N] float32

@@ -32,6 +32,11 @@ from rljax.core.config import ConfigError
 
 @struct.dataclass
 class ReplayState:
+    """A fixed-capacity replay buffer as a pytree: ``num_segments`` ring buffers of ``segment_capacity`` items.
+
+    Built by :func:`init`; shapes (static) are read off the arrays.
+    """
+
     data: Any  # pytree, leaves [num_segments, segment_capacity, ...]
     position: jax.Array  # [num_segments] next write index in each segment's ring
     size: jax.Array  # [num_segments] number of valid items per segment

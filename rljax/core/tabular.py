@@ -72,6 +72,12 @@ def joint_backup(next_state, rewards, terminal, values, gamma) -> jax.Array:
 
 
 class QREResult(NamedTuple):
+    """Output of :func:`marginal_soft_q_iteration`: the (approximate) logit QRE of an N-agent game.
+
+    ``values`` and ``policies`` are computed from the returned ``qbar``; ``residual`` is ``max|T(qbar) - qbar|``
+    there (how far from a fixed point), ``iterations`` the damped updates run (at most ``max_iters``).
+    """
+
     qbar: jax.Array  # [N, S, A] marginal soft Q of each agent
     values: jax.Array  # [N, S] soft values (0 at terminal states)
     policies: jax.Array  # [N, S, A] Boltzmann policies

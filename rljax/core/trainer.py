@@ -21,6 +21,13 @@ import jax
 
 @dataclasses.dataclass(frozen=True)
 class Trainer:
+    """What ``make_train(config)`` returns: the pure parts of one algorithm's training run.
+
+    ``init``, ``update`` and ``evaluate`` are as in the module docstring; ``num_updates`` and
+    ``env_steps_per_update`` are static counts derived from ``config``. Calling it runs ``init``, then every
+    update in one ``lax.scan``.
+    """
+
     config: Any
     init: Callable[[jax.Array, Any], Any]
     update: Callable[[Any], tuple[Any, dict[str, jax.Array]]]

@@ -183,6 +183,12 @@ def _norm(config: LMConfig, name: str):
 
 
 class Attention(nn.Module):
+    """Multi-head self-attention under the caller's (causal and padding) ``mask``, with an optional KV cache.
+
+    Grouped-query: ``num_kv_heads`` K/V heads. Llama style: no biases, RoPE on q and k; GPT-2 style: biases,
+    no RoPE. Returns ``(out [B, T, H], layer_cache)``.
+    """
+
     config: LMConfig
 
     @nn.compact
@@ -210,6 +216,8 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """The block's feed-forward net, ``[..., H] -> [..., H]``: SwiGLU (Llama style) or GELU (GPT-2 style)."""
+
     config: LMConfig
 
     @nn.compact

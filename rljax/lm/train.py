@@ -103,6 +103,13 @@ class LMHParams:
 
 @struct.dataclass
 class LMTrainState:
+    """The whole LM training state, one pytree: params, optimiser state, data set and counters.
+
+    ``ref_params``: the frozen DPO reference, or None. ``data``: ``[num_examples, seq_len]`` int32 token arrays
+    (plus ``[num_examples]`` reference log-probs when precomputed). ``key`` seeds the per-epoch permutations;
+    ``step`` counts updates.
+    """
+
     params: Any
     opt_state: Any
     ref_params: Any  # None unless objective == "dpo" and reference == "params"
