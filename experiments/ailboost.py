@@ -194,7 +194,7 @@ def _plot(summary: dict, run_dir: str, title: str) -> None:
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"divergence estimate after each round's discriminator training (mean over seeds)", fontsize=9)
+    fig.suptitle("divergence estimate after each round's discriminator training (mean over seeds)", fontsize=9)
     save_figure(fig, os.path.join(run_dir, "divergence.png"))
 
 

@@ -46,7 +46,6 @@ and one sub-directory per method (metrics.jsonl: means over all its runs; checkp
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import time
 

@@ -377,7 +377,7 @@ def main(args: argparse.Namespace) -> dict:
         cells = [f"{a}: return {mean(method, 'return_percent', a):5.1f}%  corr {mean(method, 'reward_corr', a):+.3f} "
                  f"(uniform-action weights {mean(method, 'reward_corr_uniform_actions', a):+.3f})" for a in agents]
         print(f"  {method:<9} " + " | ".join(cells))
-    print(f"  random    " + " | ".join(f"{a}: return {summary['random_return_percent'][a]:5.1f}%" for a in agents))
+    print("  random    " + " | ".join(f"{a}: return {summary['random_return_percent'][a]:5.1f}%" for a in agents))
     for name in REFERENCES:
         corr = references[name]["reward_corr"]
         print(f"  reference {name}: " + " | ".join(f"{a}: corr {corr[a]['mean']:+.3f}" for a in agents))

@@ -1,6 +1,5 @@
 """IQ-Learn: the loss's exact tabular solution, the agents under jit/vmap, learning, the CLI and errors."""
 
-import dataclasses
 import json
 
 import jax
@@ -17,7 +16,6 @@ from rljax.core import dataset as dataset_lib
 from rljax.core import rollout as rollout_lib
 from rljax.core.config import ConfigError, broadcast_hparams
 from rljax.core.dataset import DatasetError
-from rljax.core.evaluation import episode_returns
 from rljax.losses.imitation import iq_learn_loss
 
 # ---------------------------------------------------------------- (a) tabular exactness

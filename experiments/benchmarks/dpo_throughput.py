@@ -35,7 +35,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rljax.lm.model import gpt2_config, llama_config

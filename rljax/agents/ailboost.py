@@ -58,7 +58,7 @@ from envs import wrappers
 from rljax.agents import sac
 from rljax.core import replay as replay_lib
 from rljax.core import rollout as rollout_lib
-from rljax.core.config import ConfigError, require, require_positive
+from rljax.core.config import ConfigError, require_positive, require_one_of
 from rljax.core.dataset import check_matches_env
 from rljax.core.evaluation import episode_returns
 from rljax.core.networks import MLP
@@ -88,9 +88,8 @@ class AILBoostConfig:
     sac_replay: str = "buffer"  # "buffer": SAC replays every stored transition; "mixture": only the kept learners'
 
     def __post_init__(self):
-        require(self.variant in VARIANTS, f"AILBoostConfig.variant: expected one of {VARIANTS}, got {self.variant!r}")
-        require(self.sac_replay in SAC_REPLAYS,
-                f"AILBoostConfig.sac_replay: expected one of {SAC_REPLAYS}, got {self.sac_replay!r}")
+        require_one_of(self, "variant", VARIANTS)
+        require_one_of(self, "sac_replay", SAC_REPLAYS)
         require_positive(self, "num_rounds", "episodes_per_round", "max_learners", "sac_steps_per_round",
                          "disc_steps_per_round", "disc_batch_size", "eval_episodes")
         object.__setattr__(self, "env_kwargs", tuple(tuple(kv) for kv in self.env_kwargs))

@@ -375,7 +375,6 @@ def run(config: CMORLConfig, hp: CMORLHParams, key: jax.Array, num_seeds: int = 
     ``stage1_states``: optional ``(states, eval_returns)`` of an already-trained stage 1
     (leading axis ``seeds * M``), e.g. shared with a stage-1-only baseline.
     """
-    mcfg = config.moppo
     extension = make_extension(config)
     k = extension.comp.num_objectives
     prefs = config.preferences(k)

@@ -86,7 +86,7 @@ from flax import struct
 import envs
 from envs import wrappers
 from rljax.core import offline
-from rljax.core.config import ConfigError, require, require_positive
+from rljax.core.config import ConfigError, require, require_positive, require_one_of
 from rljax.core.evaluation import episode_returns
 from rljax.core.networks import QEnsemble, TanhMeanGaussianActor
 from rljax.core.trainer import Trainer
@@ -116,8 +116,7 @@ class ImplicitValueConfig:
     eval_episodes: int = 10
 
     def __post_init__(self):
-        require(self.value_loss in VALUE_LOSSES,
-                f"ImplicitValueConfig.value_loss: expected one of {VALUE_LOSSES}, got {self.value_loss!r}")
+        require_one_of(self, "value_loss", VALUE_LOSSES)
         require_positive(self, "num_updates", "batch_size", "num_q", "eval_episodes")
         require(self.max_clip is None or self.max_clip > 0,
                 f"ImplicitValueConfig.max_clip: expected None or a positive number, got {self.max_clip!r}")

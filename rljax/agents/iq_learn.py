@@ -66,7 +66,7 @@ import envs
 from envs import wrappers
 from rljax.core import replay as replay_lib
 from rljax.core import rollout as rollout_lib
-from rljax.core.config import ConfigError, require, require_positive
+from rljax.core.config import ConfigError, require, require_positive, require_one_of
 from rljax.core.dataset import DatasetError, check_matches_env
 from rljax.core.evaluation import episode_returns
 from rljax.core.networks import ACTIVATIONS, MLP, QEnsemble, SquashedGaussianActor
@@ -103,17 +103,14 @@ class IQLearnConfig:
         name = type(self).__name__
         require_positive(self, "num_updates", "gradient_steps", "num_envs", "steps_per_update", "buffer_size",
                          "batch_size", "num_q", "target_update_every", "eval_episodes")
-        require(self.value_term in VALUE_TERMS,
-                f"{name}.value_term: expected one of {VALUE_TERMS}, got {self.value_term!r}")
-        require(self.regularize_on in REGULARIZE_ON,
-                f"{name}.regularize_on: expected one of {REGULARIZE_ON}, got {self.regularize_on!r}")
+        require_one_of(self, "value_term", VALUE_TERMS)
+        require_one_of(self, "regularize_on", REGULARIZE_ON)
         for field in ("value_term", "regularize_on"):
             require(self.online or getattr(self, field) != "all",
                     f"{name}.{field} = 'all' needs learner transitions: set online=True, or use 'expert'")
         require(self.learning_starts >= 0,
                 f"{name}.learning_starts: expected a number >= 0, got {self.learning_starts!r}")
-        require(self.activation in ACTIVATIONS,
-                f"{name}.activation: expected one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        require_one_of(self, "activation", ACTIVATIONS)
         collect = self.num_envs * self.steps_per_update
         require(not self.online or self.buffer_size >= collect,
                 f"{name}.buffer_size = {self.buffer_size} cannot hold one update's {collect} transitions")

@@ -59,7 +59,7 @@ import optax
 from flax import struct
 
 from rljax.core import tabular
-from rljax.core.config import ConfigError, require, require_positive
+from rljax.core.config import ConfigError, require, require_positive, require_one_of
 from rljax.core.networks import ACTIVATIONS, MLP
 from rljax.core.trainer import Trainer
 from rljax.losses.imitation import REGULARIZE_ON, VALUE_TERMS, bc_loss, iq_learn_loss
@@ -103,17 +103,15 @@ class MAMQLConfig:
 
     def __post_init__(self):
         require_positive(self, "num_agents", "num_states", "num_actions", "num_updates")
-        require(self.method in METHODS, f"MAMQLConfig.method: expected one of {METHODS}, got {self.method!r}")
-        require(self.critic in CRITICS, f"MAMQLConfig.critic: expected one of {CRITICS}, got {self.critic!r}")
+        require_one_of(self, "method", METHODS)
+        require_one_of(self, "critic", CRITICS)
         require(len(self.hidden_sizes) > 0 and all(int(h) > 0 for h in self.hidden_sizes),
                 f"MAMQLConfig.hidden_sizes: expected one or more positive widths, got {self.hidden_sizes!r}")
-        require(self.activation in ACTIVATIONS,
-                f"MAMQLConfig.activation: expected one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        require_one_of(self, "activation", ACTIVATIONS)
         require(self.value_term in VALUE_TERMS and self.value_term != "v0",
                 f"MAMQLConfig.value_term: expected 'expert' or 'all' (offline data has no separate initial states), "
                 f"got {self.value_term!r}")
-        require(self.regularize_on in REGULARIZE_ON,
-                f"MAMQLConfig.regularize_on: expected one of {REGULARIZE_ON}, got {self.regularize_on!r}")
+        require_one_of(self, "regularize_on", REGULARIZE_ON)
         joint = self.num_states * self.num_actions**self.num_agents
         require(self.method != "joint_iq" or joint <= 50_000_000,
                 f"MAMQLConfig: a joint critic needs num_states * num_actions^num_agents = {joint} entries per agent")
@@ -147,8 +145,7 @@ class MAMQLState:
 
 def table_shape(config: MAMQLConfig) -> tuple[int, ...]:
     """Shape of the critic tables ``[N, S, A]`` (``[N, S, A, ..., A]``, one action axis per agent, for joint_iq)."""
-    n, s, a = config.num_agents, config.num_states, config.num_actions
-    return (n, s) + _action_shape(config)
+    return (config.num_agents, config.num_states) + _action_shape(config)
 
 
 def _action_shape(config: MAMQLConfig) -> tuple[int, ...]:

@@ -47,7 +47,7 @@ from flax import struct
 
 import envs.multiagent
 from rljax.agents.iq_learn import IQLearnHParams
-from rljax.core.config import ConfigError, require, require_positive
+from rljax.core.config import ConfigError, require, require_positive, require_one_of
 from rljax.core.networks import QEnsemble, SquashedGaussianActor
 from rljax.core.trainer import Trainer
 from rljax.losses import soft_q
@@ -77,7 +77,7 @@ class MAMQLContinuousConfig:
     max_episode_steps: int = 1000  # evaluation horizon (brax's episode_length)
 
     def __post_init__(self):
-        require(self.method in METHODS, f"MAMQLContinuousConfig.method: expected one of {METHODS}, got {self.method!r}")
+        require_one_of(self, "method", METHODS)
         require_positive(self, "num_updates", "gradient_steps", "batch_size", "num_q", "eval_episodes",
                          "max_episode_steps")
         sizes = tuple(self.hidden_sizes)

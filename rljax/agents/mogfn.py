@@ -43,7 +43,7 @@ import optax
 from flax import struct
 
 from envs.mo.hypergrid import Hypergrid
-from rljax.core.config import ConfigError, require, require_positive
+from rljax.core.config import ConfigError, require, require_positive, require_one_of
 from rljax.core.networks import torch_dense
 from rljax.core.pareto import check_preference, simplex_grid
 from rljax.core.trainer import Trainer
@@ -79,10 +79,8 @@ class MOGFNConfig:
     random_action_prob: float = 0.01  # TB only (off-policy is fine for TB); REINFORCE samples on-policy
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ConfigError(f"method: expected one of {METHODS}, got {self.method!r}")
-        if self.beta_encoding not in ENCODINGS:
-            raise ConfigError(f"beta_encoding: expected one of {ENCODINGS}, got {self.beta_encoding!r}")
+        require_one_of(self, "method", METHODS)
+        require_one_of(self, "beta_encoding", ENCODINGS)
         require_positive(self, "num_updates", "batch_size", "dirichlet_alpha", "beta", "reward_floor",
                          "thermometer_bins", "thermometer_max")
         require(0.0 <= self.random_action_prob < 1.0,

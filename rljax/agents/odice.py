@@ -75,7 +75,7 @@ from flax import struct
 import envs
 from envs import wrappers
 from rljax.core import offline
-from rljax.core.config import ConfigError, require, require_positive
+from rljax.core.config import ConfigError, require, require_positive, require_one_of
 from rljax.core.dataset import Dataset
 from rljax.core.evaluation import episode_returns
 from rljax.core.trainer import Trainer
@@ -110,12 +110,9 @@ class ODICEConfig:
     ood_env_kwargs: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
-        require(self.update_rule in UPDATE_RULES,
-                f"ODICEConfig.update_rule: expected one of {UPDATE_RULES}, got {self.update_rule!r}")
-        require(self.divergence in DIVERGENCES,
-                f"ODICEConfig.divergence: expected one of {DIVERGENCES}, got {self.divergence!r}")
-        require(self.policy_weight in POLICY_WEIGHTS,
-                f"ODICEConfig.policy_weight: expected one of {POLICY_WEIGHTS}, got {self.policy_weight!r}")
+        require_one_of(self, "update_rule", UPDATE_RULES)
+        require_one_of(self, "divergence", DIVERGENCES)
+        require_one_of(self, "policy_weight", POLICY_WEIGHTS)
         require(self.policy_weight == "paper" or self.divergence == "chi2",
                 f"ODICEConfig.policy_weight = 'code' is the official code's chi2 weight max(0, delta); "
                 f"divergence is {self.divergence!r}")

@@ -74,7 +74,7 @@ from flax import struct
 import envs
 from envs import wrappers
 from rljax.core import offline
-from rljax.core.config import ConfigError, require, require_positive
+from rljax.core.config import ConfigError, require, require_positive, require_one_of
 from rljax.core.dataset import DatasetError, check_matches_env
 from rljax.core.evaluation import episode_returns
 from rljax.core.networks import ACTIVATIONS, MLP, QEnsemble, TanhMeanGaussianActor
@@ -156,13 +156,10 @@ class ReCOILConfig:
         name = type(self).__name__
         require_positive(self, "num_updates", "gradient_steps", "batch_size", "num_q", "eval_episodes",
                          "gumbel_max_clip")
-        require(self.method in METHODS, f"{name}.method: expected one of {METHODS}, got {self.method!r}")
-        require(self.divergence in DIVERGENCES,
-                f"{name}.divergence: expected one of {DIVERGENCES}, got {self.divergence!r}")
-        require(self.implicit in IMPLICIT_MAXIMISERS,
-                f"{name}.implicit: expected one of {IMPLICIT_MAXIMISERS}, got {self.implicit!r}")
-        require(self.activation in ACTIVATIONS,
-                f"{name}.activation: expected one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        require_one_of(self, "method", METHODS)
+        require_one_of(self, "divergence", DIVERGENCES)
+        require_one_of(self, "implicit", IMPLICIT_MAXIMISERS)
+        require_one_of(self, "activation", ACTIVATIONS)
         require(len(self.hidden_sizes) > 0 and all(int(h) > 0 for h in self.hidden_sizes),
                 f"{name}.hidden_sizes: expected positive layer widths, got {self.hidden_sizes!r}")
         object.__setattr__(self, "env_kwargs", tuple(tuple(kv) for kv in self.env_kwargs))

@@ -37,6 +37,13 @@ def require_positive(config: Any, *fields: str) -> None:
         require(value > 0, f"{type(config).__name__}.{name}: expected a positive number, got {value!r}")
 
 
+def require_one_of(config: Any, field: str, choices: Any) -> None:
+    """Raise :class:`ConfigError` naming ``field`` of ``config`` unless its value is one of ``choices``."""
+    value = getattr(config, field)
+    shown = choices if isinstance(choices, tuple) else sorted(choices)
+    require(value in choices, f"{type(config).__name__}.{field}: expected one of {shown}, got {value!r}")
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """JSON-ready dict of a (possibly nested) dataclass; arrays become lists."""
 

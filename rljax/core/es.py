@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from rljax.core import sharding as sharding_lib
 from rljax.core.checkpoint import Checkpointer
-from rljax.core.config import ConfigError, require, require_positive, to_dict
+from rljax.core.config import ConfigError, require, require_positive, to_dict, require_one_of
 from rljax.core.logging import MetricsWriter
 
 FITNESS_SHAPINGS = ("centered_rank", "pairwise")
@@ -72,10 +72,8 @@ class ESConfig:
         require_positive(self, "population_size", "generations", "sigma", "learning_rate", "seeds_per_member")
         require(self.population_size % 2 == 0,
                 f"ESConfig.population_size: expected an even number (antithetic pairs), got {self.population_size}")
-        require(self.fitness_shaping in FITNESS_SHAPINGS,
-                f"ESConfig.fitness_shaping: expected one of {FITNESS_SHAPINGS}, got {self.fitness_shaping!r}")
-        require(self.task_sharing in TASK_SHARINGS,
-                f"ESConfig.task_sharing: expected one of {TASK_SHARINGS}, got {self.task_sharing!r}")
+        require_one_of(self, "fitness_shaping", FITNESS_SHAPINGS)
+        require_one_of(self, "task_sharing", TASK_SHARINGS)
         require(self.checkpoint_every >= 0, f"ESConfig.checkpoint_every: expected >= 0, got {self.checkpoint_every}")
 
 

@@ -27,7 +27,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rljax.core.config import ConfigError, require
+from rljax.core.config import ConfigError, require, require_one_of
 
 STYLES = ("llama", "gpt2")
 HEADS = ("lm", "value", "reward")
@@ -60,11 +60,9 @@ class LMConfig:
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_position_embeddings"):
             require(getattr(self, name) > 0, f"LMConfig.{name}: expected a positive int, got {getattr(self, name)!r}")
-        require(self.style in STYLES, f"LMConfig.style: expected one of {STYLES}, got {self.style!r}")
-        require(self.dtype in DTYPES, f"LMConfig.dtype: expected one of {sorted(DTYPES)}, got {self.dtype!r}")
-        require(
-            self.param_dtype in DTYPES, f"LMConfig.param_dtype: expected one of {sorted(DTYPES)}, got {self.param_dtype!r}"
-        )
+        require_one_of(self, "style", STYLES)
+        require_one_of(self, "dtype", DTYPES)
+        require_one_of(self, "param_dtype", DTYPES)
         unknown = [h for h in self.heads if h not in HEADS]
         require(not unknown and self.heads, f"LMConfig.heads: expected a non-empty subset of {HEADS}, got {self.heads!r}")
         require(

@@ -36,7 +36,7 @@ from flax import struct
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rljax.core.config import require, require_positive
+from rljax.core.config import require, require_positive, require_one_of
 from rljax.core.trainer import Trainer
 from rljax.lm import model as model_lib
 from rljax.lm.model import LanguageModel, LMConfig
@@ -72,9 +72,9 @@ class LMTrainConfig:
     data_parallel: bool = False  # split each micro-batch over all devices (mesh axis "data")
 
     def __post_init__(self):
-        require(self.objective in OBJECTIVES, f"LMTrainConfig.objective: expected one of {OBJECTIVES}, got {self.objective!r}")
-        require(self.optimizer in OPTIMIZERS, f"LMTrainConfig.optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}")
-        require(self.reference in REFERENCES, f"LMTrainConfig.reference: expected one of {REFERENCES}, got {self.reference!r}")
+        require_one_of(self, "objective", OBJECTIVES)
+        require_one_of(self, "optimizer", OPTIMIZERS)
+        require_one_of(self, "reference", REFERENCES)
         require_positive(self, "batch_size", "grad_accum_steps", "num_epochs")
         require(
             self.batch_size % self.grad_accum_steps == 0,
