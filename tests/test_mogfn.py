@@ -196,8 +196,10 @@ def test_preference_errors_name_the_field():
     params = mogfn.init_params(config, jax.random.PRNGKey(0))
     with pytest.raises(ConfigError, match=r"preferences\[0\]: expected 3 weights"):
         mogfn.sample_candidates(config, params, jax.random.PRNGKey(0), [[0.5, 0.5]], 2)
-    with pytest.raises(ConfigError, match="method"):
+    with pytest.raises(ConfigError, match=r"MOGFNConfig.method: expected one of \('tb', 'reinforce'\), got 'dqn'"):
         mogfn.MOGFNConfig(method="dqn")
+    with pytest.raises(ConfigError, match=r"MOGFNConfig.beta_encoding: expected one of .*, got 'onehot'"):
+        mogfn.MOGFNConfig(beta_encoding="onehot")
     with pytest.raises(ConfigError, match="random_action_prob"):
         mogfn.MOGFNConfig(random_action_prob=1.5)
 
