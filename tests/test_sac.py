@@ -9,7 +9,7 @@ import envs
 from rljax.agents import sac
 from rljax.core import replay
 from rljax.core.config import ConfigError
-from rljax.core.networks import QEnsemble, SquashedGaussianActor
+from rljax.core.networks import MLP, QEnsemble, SquashedGaussianActor
 from rljax.losses import soft_q
 
 
@@ -52,6 +52,11 @@ def test_q_ensemble_members_differ():
     params = critic.init(jax.random.PRNGKey(0), jnp.zeros((1, 3)), jnp.zeros((1, 1)))
     q = critic.apply(params, jnp.ones((5, 3)), jnp.ones((5, 1)))
     assert q.shape == (2, 5) and not np.allclose(q[0], q[1])
+
+
+def test_mlp_initializer_error_names_the_field():
+    with pytest.raises(ConfigError, match=r"MLP.initializer: expected one of \('orthogonal', 'torch'\), got 'xavier'"):
+        MLP((4,), 1, initializer="xavier").init(jax.random.PRNGKey(0), jnp.zeros((1, 3)))
 
 
 def test_replay_uniform_and_weighted_sampling():

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rljax.core.config import require_one_of
+
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "swish": nn.swish, "elu": nn.elu}
 INITIALIZERS = ("orthogonal", "torch")
 
@@ -46,8 +48,7 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        if self.initializer not in INITIALIZERS:
-            raise ValueError(f"MLP.initializer: expected one of {INITIALIZERS}, got {self.initializer!r}")
+        require_one_of(self, "initializer", INITIALIZERS)
         act = activation_fn(self.activation)
         for size in self.hidden_sizes:
             dense = (torch_dense(size, x.shape[-1]) if self.initializer == "torch"
