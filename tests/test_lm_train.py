@@ -192,3 +192,18 @@ def test_init_from_trains_on_other_data_in_one_program():
     assert tree_max_diff(state.params, direct.params) < 1e-6
     with pytest.raises(ConfigError, match=r"init_from: data\['chosen_input_ids'\] must be \(32, 10\)"):
         trainer.init_from(jax.random.key(1), hp, P0, {k: v[:16] for k, v in other.arrays().items()})
+
+
+def test_bf16_params_train_with_a_float32_optimiser():
+    """bf16 params (the GPU benchmark's gpt2-124m-bf16 preset) keep the summed gradients and Adam's moments
+    in float32. In bf16, b2 = 0.999 rounds to 1.0 and Adam's bias correction divided by zero: NaN after one step."""
+    model = LMConfig(VOCAB, 32, 2, 4, num_kv_heads=2, max_position_embeddings=16, dtype="bfloat16",
+                     param_dtype="bfloat16")
+    config = LMTrainConfig(model=model, objective="dpo", batch_size=8, num_epochs=2, grad_accum_steps=2)
+    state, metrics = jax.jit(make_train(config, DATA))(jax.random.key(1), LMHParams(learning_rate=1e-3))
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.bfloat16)}
+    moments = [x for x in jax.tree.leaves(state.opt_state) if jnp.issubdtype(x.dtype, jnp.floating) and x.ndim > 0]
+    assert len(moments) == 2 * len(jax.tree.leaves(state.params))
+    assert {x.dtype for x in moments} == {jnp.dtype(jnp.float32)}
+    loss = np.asarray(metrics["loss"])
+    assert np.isfinite(loss).all() and loss[-1] < loss[0] - 0.05, loss

@@ -236,6 +236,12 @@ def make_optimizer(config: LMTrainConfig, learning_rate) -> optax.GradientTransf
     return tx
 
 
+def _float32(params):
+    """The optimiser sees float32 copies of the params: bf16 moments would round Adam's b2 = 0.999
+    to 1.0 (its bias correction then divides by zero) and lose small updates."""
+    return jax.tree.map(lambda x: x.astype(jnp.float32), params)
+
+
 def _set_lr(opt_state, lr):
     # The injected state itself (max_grad_norm = 0) or the last element of the clipping chain; the
     # injected state is a NamedTuple too, so test for its field, not for tuple.
@@ -316,7 +322,7 @@ def make_train(
         device_data = {k: jnp.asarray(data[k], jnp.int32) for k in arrays}
         if config.objective == "dpo" and config.reference == "precomputed":
             device_data |= jax.lax.stop_gradient(precompute_reference(params, device_data))
-        opt_state = make_optimizer(config, _lr_at(config, hp, 0)).init(params)
+        opt_state = make_optimizer(config, _lr_at(config, hp, 0)).init(_float32(params))
         return LMTrainState(
             params=params, opt_state=opt_state, ref_params=params if use_ref_params else None,
             data=device_data, key=key, step=jnp.zeros((), jnp.int32), hparams=hp,
@@ -349,13 +355,14 @@ def make_train(
             (_, aux), g = grad_fn(state.params, state.ref_params, micro, hp, norm)
             return jax.tree.map(jnp.add, grads, g), aux
 
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        # Gradients are summed and the optimiser runs in float32; apply_updates casts back to param_dtype.
+        zeros = _float32(jax.tree.map(jnp.zeros_like, state.params))
         grads, aux = jax.lax.scan(micro_step, zeros, batch)
         metrics = jax.tree.map(lambda x: x.sum(axis=0), aux)  # each micro's share already scaled
         lr = _lr_at(config, hp, state.step)
         tx = make_optimizer(config, lr)
         opt_state = _set_lr(state.opt_state, lr)
-        updates, opt_state = tx.update(grads, opt_state, state.params)
+        updates, opt_state = tx.update(grads, opt_state, _float32(state.params))
         params = optax.apply_updates(state.params, updates)
         metrics |= {"grad_norm": optax.global_norm(grads), "learning_rate": lr}
         return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
