@@ -55,3 +55,11 @@ def test_quick_comparison_writes_both_libraries(tmp_path):
         assert len(r["final_return_per_seed"]) == 1 and 8 <= r["final_return_per_seed"][0] <= 500
     assert result["rljax_over_rejax"] == result["rljax"]["env_steps_per_second"] / result["rejax"]["env_steps_per_second"]
     assert jnp.isfinite(result["rljax_over_rejax"])
+
+
+def test_ppo_seed_counts_are_chosen_by_flag():
+    """--ppo-seeds 256 (issue 3's GPU figure) makes one PPO case of 256 vmapped seeds at PureJaxRL's 5e5 steps."""
+    ppo_cases = [c for c in vs_rejax.cases(quick=False, ppo_seeds=(256,)) if c.algorithm == "ppo"]
+    assert [(c.name, c.seeds, c.total_timesteps) for c in ppo_cases] == [
+        ("PPO gymnax/CartPole-v1, PureJaxRL defaults, 256 seeds", 256, 499_712)]
+    assert [c.seeds for c in vs_rejax.cases(quick=True) if c.algorithm == "ppo"] == [1, 8]

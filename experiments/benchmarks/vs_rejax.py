@@ -2,6 +2,7 @@
 
     python -m experiments.benchmarks.vs_rejax --out runs/bench/vs_rejax.json     # or: make bench-rejax
     python -m experiments.benchmarks.vs_rejax --quick                           # smoke test, seconds
+    python -m experiments.benchmarks.vs_rejax --only PPO --ppo-seeds 256        # on a GPU: issue 3's 256 seeds
 
 Rejax (Liesen et al., 2024; ``rejax==0.1.3``, in ``requirements.lock``) is a PureJaxRL-style library whose
 whole training run is one jit-compiled function, as here; it is the closest same-process baseline on PyPI
@@ -13,7 +14,8 @@ whole training run is one jit-compiled function, as here; it is the closest same
 The cases:
 
 * PPO on gymnax CartPole-v1 at PureJaxRL's defaults (4 envs x 128 steps, 4 epochs x 4 minibatches,
-  64x64 tanh, lr 2.5e-4, clip 0.2, entropy 0.01, value 0.5, grad norm 0.5), 1 and 8 seeds.
+  64x64 tanh, lr 2.5e-4, clip 0.2, entropy 0.01, value 0.5, grad norm 0.5), 1 and 8 seeds
+  (``--ppo-seeds``: other counts).
 * SAC on gymnax Pendulum-v1 at this library's preset (1 env, one gradient step per env step, batch 256,
   256x256 ReLU, two critics, lr 3e-4, tau 0.005, 1000 warm-up steps) for 1e4 env steps, 1 and 4 seeds.
 
@@ -70,12 +72,12 @@ class Case:
     total_timesteps: int
 
 
-def cases(quick: bool) -> list[Case]:
+def cases(quick: bool, ppo_seeds=(1, 8)) -> list[Case]:
     ppo_steps = 4 * 128 * (2 if quick else 976)  # whole updates: 976 x 512 = 499,712 (PureJaxRL's 5e5)
     sac_steps = 1_200 if quick else 10_000  # 9,000 gradient steps: a seed is about a minute on one CPU core
     return [
-        Case("PPO gymnax/CartPole-v1, PureJaxRL defaults, 1 seed", "ppo", "CartPole-v1", 1, ppo_steps),
-        Case("PPO gymnax/CartPole-v1, PureJaxRL defaults, 8 seeds", "ppo", "CartPole-v1", 8, ppo_steps),
+        *(Case(f"PPO gymnax/CartPole-v1, PureJaxRL defaults, {n} seed{'s' * (n > 1)}", "ppo", "CartPole-v1", n, ppo_steps)
+          for n in ppo_seeds),
         Case("SAC gymnax/Pendulum-v1, 1 seed", "sac", "Pendulum-v1", 1, sac_steps),
         Case("SAC gymnax/Pendulum-v1, 4 seeds", "sac", "Pendulum-v1", 4, sac_steps),
     ]
@@ -151,9 +153,11 @@ def _report(env_steps: int, compile_s: float, run_s: float, returns) -> dict:
 
 
 def main(argv=None) -> dict:
-    args = case_parser(__doc__.splitlines()[0], "runs/bench/vs_rejax.json").parse_args(argv)
+    parser = case_parser(__doc__.splitlines()[0], "runs/bench/vs_rejax.json")
+    parser.add_argument("--ppo-seeds", type=int, nargs="+", default=[1, 8], help="seed counts of the PPO cases")
+    args = parser.parse_args(argv)
     return compare_libraries(
-        "vs_rejax", "rejax", cases(args.quick), args,
+        "vs_rejax", "rejax", cases(args.quick, args.ppo_seeds), args,
         run_rljax=lambda case: run_rljax(case, args.repeats),
         run_baseline=lambda case: run_rejax(case, args.repeats),
         describe=lambda case: {"algorithm": case.algorithm, "env": f"gymnax/{case.env}", "seeds": case.seeds},
