@@ -146,6 +146,8 @@ def test_gpu_benchmark_records_a_failing_case_and_runs_the_rest(tmp_path, monkey
                                  "issue 4: DPO MFU >= 35%": True}
     report = gpu.main(["--only", "cartpole", "--out", str(out)])
     assert list(report["results"]) == ["ppo CartPole 256 seeds", "claims"]
+    with pytest.raises(ValueError, match=r"--only 'cartpol3': no case matches; the cases are \['ppo brax/halfcheetah'"):
+        gpu.main(["--only", "cartpol3", "--out", str(out)])
 
 
 def test_dotted_override_reaches_a_nested_config():

@@ -98,10 +98,11 @@ def claims(results: dict) -> dict:
 
 def main(argv=None) -> dict:
     args = case_parser(__doc__.splitlines()[0], "runs/bench/gpu.json").parse_args(argv)
+    selected = {name: run for name, run in cases(args).items() if not args.only or args.only.lower() in name.lower()}
+    if not selected:
+        raise ValueError(f"--only {args.only!r}: no case matches; the cases are {list(cases(args))}")
     results, failed = {}, []
-    for name, run in cases(args).items():
-        if args.only and args.only.lower() not in name.lower():
-            continue
+    for name, run in selected.items():
         print(f"{name} ...", flush=True)
         try:
             results[name] = run()
