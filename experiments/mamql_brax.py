@@ -24,8 +24,9 @@ The Gems experiment (``experiments.mamql_gems``) scaled to continuous control, o
    is not computed here.
 
 Claims, checked as in the Gems run: MAMQL >= 90% of the expert's return, and higher than
-both baselines. These settings were fixed before any run; no GPU has been lent to this
-project, so this path is unmeasured (``--quick`` runs it at toy size on CPU).
+both baselines. These settings were fixed before any run; this path has not been run at
+full size yet (the one GPU session so far went to the benchmarks; ``--quick`` runs it at toy
+size on CPU).
 
 Writes config.json, demos.npz/.json, one sub-directory per method (metrics.jsonl,
 checkpoints/), result.json and returns.png.

@@ -32,7 +32,7 @@ plain BC); the learning rates are 1e-3 instead of the code's 2e-4, because at 2e
 values (about -100 at the start) were far from converged within the 20k-step budget
 (seen on the semi rule alone); networks are 2x32 for the 10-minute single-core budget.
 
-The brax scale-up (``--gpu``, unmeasured: no GPU was lent to this project so far): a D4RL-style
+The brax scale-up (``--gpu``, not run yet: the one GPU session so far went to the benchmarks): a D4RL-style
 "medium" dataset (``experiments.make_dataset``: 1e6 transitions of a partly trained SAC policy)
 on ``brax/hopper`` (``--env`` for another brax env), rewards scaled by 1000 / (the dataset's
 return range) as the official code does for MuJoCo (hopper, halfcheetah, walker2d), the official
