@@ -196,7 +196,8 @@ def test_init_from_trains_on_other_data_in_one_program():
 
 def test_bf16_params_train_with_a_float32_optimiser():
     """bf16 params (the GPU benchmark's gpt2-124m-bf16 preset) keep the summed gradients and Adam's moments
-    in float32. In bf16, b2 = 0.999 rounds to 1.0 and Adam's bias correction divided by zero: NaN after one step."""
+    in float32. In bf16, b2 = 0.999 rounds to 1.0 and Adam's bias correction divided by zero: NaN after one step.
+    float16 training, which would need loss scaling, is refused."""
     model = LMConfig(VOCAB, 32, 2, 4, num_kv_heads=2, max_position_embeddings=16, dtype="bfloat16",
                      param_dtype="bfloat16")
     config = LMTrainConfig(model=model, objective="dpo", batch_size=8, num_epochs=2, grad_accum_steps=2)
@@ -207,3 +208,6 @@ def test_bf16_params_train_with_a_float32_optimiser():
     assert {x.dtype for x in moments} == {jnp.dtype(jnp.float32)}
     loss = np.asarray(metrics["loss"])
     assert np.isfinite(loss).all() and loss[-1] < loss[0] - 0.05, loss
+    with pytest.raises(ConfigError, match=r"LMTrainConfig.model: float16 training needs loss scaling.*got dtype = "
+                                          r"'float16', param_dtype = 'float32'"):
+        LMTrainConfig(model=LMConfig(VOCAB, 32, 2, 4, max_position_embeddings=16, dtype="float16"))

@@ -81,6 +81,12 @@ class LMTrainConfig:
             f"LMTrainConfig: batch_size = {self.batch_size} does not divide into grad_accum_steps = {self.grad_accum_steps}",
         )
         object.__setattr__(self, "loss_types", tuple(self.loss_types))
+        # float16 gradients underflow without loss scaling, which this trainer does not do (bf16 has float32's range).
+        require(
+            "float16" not in (self.model.dtype, self.model.param_dtype),
+            f"LMTrainConfig.model: float16 training needs loss scaling, which this trainer does not do; use bfloat16 "
+            f"(got dtype = {self.model.dtype!r}, param_dtype = {self.model.param_dtype!r})",
+        )
         if self.objective == "reward":
             require("reward" in self.model.heads, f"LMTrainConfig.model.heads: objective 'reward' needs a 'reward' head, got {self.model.heads}")
         else:
