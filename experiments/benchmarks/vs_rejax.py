@@ -72,7 +72,10 @@ class Case:
     total_timesteps: int
 
 
-def cases(quick: bool, ppo_seeds=(1, 8)) -> list[Case]:
+PPO_SEEDS = (1, 8)  # seed counts of the PPO cases unless --ppo-seeds says otherwise
+
+
+def cases(quick: bool, ppo_seeds=PPO_SEEDS) -> list[Case]:
     ppo_steps = 4 * 128 * (2 if quick else 976)  # whole updates: 976 x 512 = 499,712 (PureJaxRL's 5e5)
     sac_steps = 1_200 if quick else 10_000  # 9,000 gradient steps: a seed is about a minute on one CPU core
     return [
@@ -154,7 +157,7 @@ def _report(env_steps: int, compile_s: float, run_s: float, returns) -> dict:
 
 def main(argv=None) -> dict:
     parser = case_parser(__doc__.splitlines()[0], "runs/bench/vs_rejax.json")
-    parser.add_argument("--ppo-seeds", type=int, nargs="+", default=[1, 8], help="seed counts of the PPO cases")
+    parser.add_argument("--ppo-seeds", type=int, nargs="+", default=list(PPO_SEEDS), help="seed counts of the PPO cases")
     args = parser.parse_args(argv)
     return compare_libraries(
         "vs_rejax", "rejax", cases(args.quick, args.ppo_seeds), args,

@@ -58,7 +58,7 @@ from envs import wrappers
 from rljax.agents import sac
 from rljax.core import replay as replay_lib
 from rljax.core import rollout as rollout_lib
-from rljax.core.config import ConfigError, require_positive, require_one_of
+from rljax.core.config import ConfigError, require_one_of, require_positive
 from rljax.core.dataset import check_matches_env
 from rljax.core.evaluation import episode_returns
 from rljax.core.networks import MLP

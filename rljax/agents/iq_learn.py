@@ -66,7 +66,7 @@ import envs
 from envs import wrappers
 from rljax.core import replay as replay_lib
 from rljax.core import rollout as rollout_lib
-from rljax.core.config import ConfigError, require, require_positive, require_one_of
+from rljax.core.config import ConfigError, require, require_one_of, require_positive
 from rljax.core.dataset import DatasetError, check_matches_env
 from rljax.core.evaluation import episode_returns
 from rljax.core.networks import ACTIVATIONS, MLP, QEnsemble, SquashedGaussianActor

@@ -59,7 +59,7 @@ import optax
 from flax import struct
 
 from rljax.core import tabular
-from rljax.core.config import ConfigError, require, require_positive, require_one_of
+from rljax.core.config import ConfigError, require, require_one_of, require_positive
 from rljax.core.networks import ACTIVATIONS, MLP
 from rljax.core.trainer import Trainer
 from rljax.losses.imitation import REGULARIZE_ON, VALUE_TERMS, bc_loss, iq_learn_loss

@@ -47,7 +47,7 @@ from flax import struct
 
 import envs.multiagent
 from rljax.agents.iq_learn import IQLearnHParams
-from rljax.core.config import ConfigError, require, require_positive, require_one_of
+from rljax.core.config import ConfigError, require, require_one_of, require_positive
 from rljax.core.networks import QEnsemble, SquashedGaussianActor
 from rljax.core.trainer import Trainer
 from rljax.losses import soft_q

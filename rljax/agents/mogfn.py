@@ -43,7 +43,7 @@ import optax
 from flax import struct
 
 from envs.mo.hypergrid import Hypergrid
-from rljax.core.config import ConfigError, require, require_positive, require_one_of
+from rljax.core.config import ConfigError, require, require_one_of, require_positive
 from rljax.core.networks import torch_dense
 from rljax.core.pareto import check_preference, simplex_grid
 from rljax.core.trainer import Trainer

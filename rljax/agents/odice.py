@@ -75,7 +75,7 @@ from flax import struct
 import envs
 from envs import wrappers
 from rljax.core import offline
-from rljax.core.config import ConfigError, require, require_positive, require_one_of
+from rljax.core.config import ConfigError, require, require_one_of, require_positive
 from rljax.core.dataset import Dataset
 from rljax.core.evaluation import episode_returns
 from rljax.core.trainer import Trainer

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from rljax.core import sharding as sharding_lib
 from rljax.core.checkpoint import Checkpointer
-from rljax.core.config import ConfigError, require, require_positive, to_dict, require_one_of
+from rljax.core.config import ConfigError, require, require_one_of, require_positive, to_dict
 from rljax.core.logging import MetricsWriter
 
 FITNESS_SHAPINGS = ("centered_rank", "pairwise")

@@ -36,7 +36,7 @@ from flax import struct
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rljax.core.config import require, require_positive, require_one_of
+from rljax.core.config import require, require_one_of, require_positive
 from rljax.core.trainer import Trainer
 from rljax.lm import model as model_lib
 from rljax.lm.model import LanguageModel, LMConfig
@@ -362,13 +362,13 @@ def make_train(
             return jax.tree.map(jnp.add, grads, g), aux
 
         # Gradients are summed and the optimiser runs in float32; apply_updates casts back to param_dtype.
-        zeros = _float32(jax.tree.map(jnp.zeros_like, state.params))
-        grads, aux = jax.lax.scan(micro_step, zeros, batch)
+        params32 = _float32(state.params)
+        grads, aux = jax.lax.scan(micro_step, jax.tree.map(jnp.zeros_like, params32), batch)
         metrics = jax.tree.map(lambda x: x.sum(axis=0), aux)  # each micro's share already scaled
         lr = _lr_at(config, hp, state.step)
         tx = make_optimizer(config, lr)
         opt_state = _set_lr(state.opt_state, lr)
-        updates, opt_state = tx.update(grads, opt_state, _float32(state.params))
+        updates, opt_state = tx.update(grads, opt_state, params32)
         params = optax.apply_updates(state.params, updates)
         metrics |= {"grad_norm": optax.global_norm(grads), "learning_rate": lr}
         return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
