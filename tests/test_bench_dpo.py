@@ -17,7 +17,23 @@ def test_benchmark_smoke(tmp_path, objective):
     assert r["objective"] == objective and r["preset"] == "smoke"
     assert r["tokens_per_step"] == 4 * 2 * 16 and r["seq_len"] == 16
     assert r["tokens_per_second"]["per_step"] > 0 and r["compile_seconds"]["scanned"] > 0
+    config = dpo_throughput.PRESETS["smoke"]["model"]()
+    assert r["matmul"]["shape"] == [4 * 2 * 16, config.hidden_size, config.mlp_size]
+    fraction = r["matmul"]["model_flops_fraction"]["scanned"]
+    rate = r["model_flops_per_step"] / r["step_seconds"]["scanned"]
+    assert fraction == pytest.approx(rate / r["matmul"]["flops_per_second"])
+    assert set(saved["machine"]["cpu"]) == {"model", "vector_extension"}
     assert report["rljax"] == saved["rljax"]
+
+
+def test_ceiling_compares_each_library_with_its_own_matmul_rate():
+    ours = {"model_flops_per_step": 100.0, "matmul": {"flops_per_second": 400.0, "model_flops_fraction": {"scanned": 0.5}}}
+    trl = {"median_step_s": 0.5, "matmul_flops_per_second": 250.0}  # TRL runs the step's 100 FLOPs at 200 FLOP/s
+    assert dpo_throughput.ceiling(ours, trl) == {
+        "rljax_model_flops_fraction": {"scanned": 0.5},
+        "trl_model_flops_fraction": pytest.approx(0.8),
+        "speedup_vs_trl_at_jax_matmul_rate": pytest.approx(2.0),  # 400 / 200: no more is possible here
+    }
 
 
 def test_flop_count_matches_the_palm_formula():

@@ -22,6 +22,12 @@ call), and ``scanned``: ``--chunk`` updates in one ``lax.scan`` call (what our
 host loop runs). MFU (model FLOPs utilisation, on GPUs/TPUs with a known peak)
 uses the PaLM count: ``6 N + 12 L H T`` FLOPs per trained token plus a third of
 that for the reference forward, N = parameters except the input embedding.
+
+The ceiling on this machine: a speed-up over TRL is bounded by how far TRL is from the
+hardware. The report times one jitted matmul of the model's largest shape ([tokens per
+step, hidden] @ [hidden, MLP width], the model's dtype) in JAX and in PyTorch, and gives
+each library's model FLOP/s as a fraction of its own matmul rate, and the speed-up over
+TRL that rljax would reach if every model FLOP ran at JAX's matmul rate (``ceiling``).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rljax.lm.model import gpt2_config, llama_config
@@ -55,6 +62,42 @@ PEAK_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "TPU v4": 275e
 def peak_flops(device) -> float | None:
     kind = device.device_kind
     return next((v for k, v in PEAK_FLOPS.items() if k in kind), None)
+
+
+def cpu_model() -> dict:
+    """The CPU's model name and widest x86 vector extension (``avx512f``, ``avx2`` or ``None``), from
+    ``/proc/cpuinfo`` where there is one: the ratio to TRL depends on both (see ``ceiling`` in the report)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return {"model": platform.processor() or None, "vector_extension": None}
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), None)
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    return {"model": model, "vector_extension": next((x for x in ("avx512f", "avx2") if x in flags), None)}
+
+
+def matmul_shape(config, tokens: int) -> tuple[int, int, int]:
+    """``(m, k, n)`` of the model's largest matmul in one step: ``[tokens, hidden] @ [hidden, MLP width]``."""
+    return tokens, config.hidden_size, config.mlp_size
+
+
+def matmul_rate(shape: tuple[int, int, int], dtype, calls: int = 40, repeats: int = 5) -> float:
+    """FLOP/s of one jitted ``[m, k] @ [k, n]`` matmul in ``dtype`` on the default device: median of ``repeats``
+    timings of ``calls`` back-to-back calls, compile apart."""
+    m, k, n = shape
+    a = jnp.ones((m, k), dtype)
+    b = jnp.ones((k, n), dtype)
+    matmul = jax.jit(jnp.matmul).lower(a, b).compile()
+    jax.block_until_ready(matmul(a, b))
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            out = matmul(a, b)
+        jax.block_until_ready(out)
+        seconds.append((time.perf_counter() - start) / calls)
+    return 2 * m * k * n / statistics.median(seconds)
 
 
 def flops_per_step(config, tokens: int, seq_len: int, objective: str = "dpo") -> float:
@@ -142,9 +185,24 @@ def rljax_throughput(preset: str = "cpu", steps: int = 20, chunk: int = 10, seed
         "tokens_per_second": {"per_step": tokens / per_step, "scanned": tokens / scanned},
         "model_flops_per_step": flops,
     }
+    shape = matmul_shape(model, tokens)
+    rate = matmul_rate(shape, model.dtype)
+    result["matmul"] = {"shape": list(shape), "dtype": model.dtype, "flops_per_second": rate,
+                        "model_flops_fraction": {"per_step": flops / per_step / rate, "scanned": flops / scanned / rate}}
     if peak:
         result["mfu"] = {"per_step": flops / per_step / peak, "scanned": flops / scanned / peak, "peak_flops": peak}
     return result
+
+
+def ceiling(ours: dict, trl: dict) -> dict:
+    """How close each library runs to its own matmul rate, and the speed-up over TRL that rljax would reach at
+    JAX's matmul rate (every model FLOP as fast as the model's largest matmul alone)."""
+    trl_flops_per_second = ours["model_flops_per_step"] / trl["median_step_s"]
+    return {
+        "rljax_model_flops_fraction": ours["matmul"]["model_flops_fraction"],
+        "trl_model_flops_fraction": trl_flops_per_second / trl["matmul_flops_per_second"],
+        "speedup_vs_trl_at_jax_matmul_rate": ours["matmul"]["flops_per_second"] / trl_flops_per_second,
+    }
 
 
 def main(argv=None) -> dict:
@@ -162,7 +220,7 @@ def main(argv=None) -> dict:
     device = jax.devices()[0]
     report = {
         "machine": {"platform": platform.platform(), "device": str(device), "device_kind": device.device_kind,
-                    "cpus": len(os.sched_getaffinity(0)), "jax": jax.__version__},
+                    "cpus": len(os.sched_getaffinity(0)), "cpu": cpu_model(), "jax": jax.__version__},
         "rljax": rljax_throughput(args.preset, args.steps, args.chunk, objective=args.objective),
     }
     print(json.dumps({k: report["rljax"][k] for k in ("tokens_per_second", "compile_seconds")}, indent=1))
@@ -173,11 +231,13 @@ def main(argv=None) -> dict:
         trl = trl_throughput(args.objective, steps=args.steps, batch_pairs=spec["pairs"], prompt_len=spec["prompt"],
                                  completion_len=spec["completion"], hidden=m["hidden"], layers=m["layers"],
                                  heads=m["heads"], kv_heads=m["heads"], intermediate=spec["model"]().mlp_size,
-                                 vocab=m["vocab"])
+                                 vocab=m["vocab"], matmul_shape=tuple(report["rljax"]["matmul"]["shape"]))
         report["trl"] = trl
         ours = report["rljax"]["tokens_per_second"]
         report["speedup_vs_trl"] = {k: v / trl["tokens_per_s_median"] for k, v in ours.items()}
-        print(json.dumps({"trl_tokens_per_second": trl["tokens_per_s_median"], "speedup_vs_trl": report["speedup_vs_trl"]}, indent=1))
+        report["ceiling"] = ceiling(report["rljax"], trl)
+        print(json.dumps({"trl_tokens_per_second": trl["tokens_per_s_median"], "speedup_vs_trl": report["speedup_vs_trl"],
+                          "ceiling": report["ceiling"]}, indent=1))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)

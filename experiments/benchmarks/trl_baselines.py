@@ -76,10 +76,28 @@ def _dataset(rows: int, prompt_len: int, completion_len: int, vocab: int, seed: 
 TRAINERS = ("dpo", "reward")
 
 
+def torch_matmul_rate(shape, calls: int = 40, repeats: int = 5) -> float:
+    """FLOP/s of one float32 ``[m, k] @ [k, n]`` matmul in PyTorch at its current thread count: median of
+    ``repeats`` timings of ``calls`` calls (``dpo_throughput.matmul_rate``'s PyTorch twin)."""
+    import torch
+
+    m, k, n = shape
+    a, b = torch.ones(m, k), torch.ones(k, n)
+    torch.matmul(a, b)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            torch.matmul(a, b)
+        seconds.append((time.perf_counter() - start) / calls)
+    return 2 * m * k * n / statistics.median(seconds)
+
+
 def trl_throughput(trainer="dpo", steps=20, warmup=3, batch_pairs=16, prompt_len=32, completion_len=32, hidden=256,
                    layers=4, heads=4, kv_heads=4, intermediate=1024, vocab=512, seed=0, threads=None,
-                   gradient_checkpointing=False) -> dict:
-    """``trainer``: ``"dpo"`` (``trl.DPOTrainer``) or ``"reward"`` (``trl.RewardTrainer``)."""
+                   gradient_checkpointing=False, matmul_shape=None) -> dict:
+    """``trainer``: ``"dpo"`` (``trl.DPOTrainer``) or ``"reward"`` (``trl.RewardTrainer``). ``matmul_shape``
+    ``(m, k, n)``: also time one float32 ``[m, k] @ [k, n]`` matmul in PyTorch (``matmul_flops_per_second``)."""
     import torch
     import transformers
     import trl
@@ -144,6 +162,8 @@ def trl_throughput(trainer="dpo", steps=20, warmup=3, batch_pairs=16, prompt_len
     trl_trainer.train()
 
     step_s = [end - begin for step, (begin, end) in sorted(times.items()) if step >= warmup]
+    matmul = {} if matmul_shape is None else {"matmul_shape": list(matmul_shape),
+                                               "matmul_flops_per_second": torch_matmul_rate(matmul_shape)}
     median, mean = statistics.median(step_s), statistics.fmean(step_s)
     tokens = batch_pairs * 2 * seq_len
     return {
@@ -158,7 +178,7 @@ def trl_throughput(trainer="dpo", steps=20, warmup=3, batch_pairs=16, prompt_len
         "llama_config": {k: v for k, v in config.to_dict().items() if k in LLAMA_KEYS},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
                      "python": platform.python_version()},
-    }
+    } | matmul
 
 
 def main() -> None:
