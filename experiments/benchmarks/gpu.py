@@ -10,7 +10,9 @@ seeds; PPO on brax halfcheetah at 4096 envs with the raw env throughput of the
 same wrapped env beside it; one OpenES generation of 64 TA-LPO lifetimes on
 Breakout-MinAtar against one lifetime (``meta_es``); DPO on a 124M
 GPT-2-shaped model in bf16 (32 pairs x 512 tokens), tokens/s and model FLOPs
-utilisation (``dpo_throughput``'s ``gpt2-124m-bf16`` preset); PPO on brax ant
+utilisation (``dpo_throughput``'s ``gpt2-124m-bf16`` preset, which also times one bf16
+matmul of the model's largest shape, so the step's FLOP/s can be read against what
+the card reaches on a matmul alone as well as against its datasheet peak); PPO on brax ant
 as halfcheetah; SAC on brax halfcheetah. Compile time is reported apart from
 run time (best of --repeats).
 
