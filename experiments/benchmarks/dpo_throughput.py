@@ -82,22 +82,26 @@ def matmul_shape(config, tokens: int) -> tuple[int, int, int]:
     return tokens, config.hidden_size, config.mlp_size
 
 
-def matmul_rate(shape: tuple[int, int, int], dtype, calls: int = 40, repeats: int = 5) -> float:
-    """FLOP/s of one jitted ``[m, k] @ [k, n]`` matmul in ``dtype`` on the default device: median of ``repeats``
-    timings of ``calls`` back-to-back calls, compile apart."""
-    m, k, n = shape
-    a = jnp.ones((m, k), dtype)
-    b = jnp.ones((k, n), dtype)
-    matmul = jax.jit(jnp.matmul).lower(a, b).compile()
-    jax.block_until_ready(matmul(a, b))
+def call_rate(fn, flops: float, sync=lambda out: out, calls: int = 40, repeats: int = 5) -> float:
+    """FLOP/s of ``fn()``, which does ``flops`` FLOPs: median of ``repeats`` timings of ``calls`` back-to-back
+    calls after a warm-up call; ``sync(out)`` waits for the last call's result (``jax.block_until_ready``)."""
+    sync(fn())
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(calls):
-            out = matmul(a, b)
-        jax.block_until_ready(out)
+            out = fn()
+        sync(out)
         seconds.append((time.perf_counter() - start) / calls)
-    return 2 * m * k * n / statistics.median(seconds)
+    return flops / statistics.median(seconds)
+
+
+def matmul_rate(shape: tuple[int, int, int], dtype) -> float:
+    """FLOP/s of one jitted ``[m, k] @ [k, n]`` matmul in ``dtype`` on the default device, compile apart."""
+    m, k, n = shape
+    a, b = jnp.ones((m, k), dtype), jnp.ones((k, n), dtype)
+    matmul = jax.jit(jnp.matmul).lower(a, b).compile()
+    return call_rate(lambda: matmul(a, b), 2 * m * k * n, sync=jax.block_until_ready)
 
 
 def flops_per_step(config, tokens: int, seq_len: int, objective: str = "dpo") -> float:

@@ -100,9 +100,10 @@ def claims(results: dict) -> dict:
 
 def main(argv=None) -> dict:
     args = case_parser(__doc__.splitlines()[0], "runs/bench/gpu.json").parse_args(argv)
-    selected = {name: run for name, run in cases(args).items() if not args.only or args.only.lower() in name.lower()}
+    every_case = cases(args)
+    selected = {name: run for name, run in every_case.items() if not args.only or args.only.lower() in name.lower()}
     if not selected:
-        raise ValueError(f"--only {args.only!r}: no case matches; the cases are {list(cases(args))}")
+        raise ValueError(f"--only {args.only!r}: no case matches; the cases are {list(every_case)}")
     results, failed = {}, []
     for name, run in selected.items():
         print(f"{name} ...", flush=True)

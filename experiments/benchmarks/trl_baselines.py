@@ -76,21 +76,16 @@ def _dataset(rows: int, prompt_len: int, completion_len: int, vocab: int, seed: 
 TRAINERS = ("dpo", "reward")
 
 
-def torch_matmul_rate(shape, calls: int = 40, repeats: int = 5) -> float:
-    """FLOP/s of one float32 ``[m, k] @ [k, n]`` matmul in PyTorch at its current thread count: median of
-    ``repeats`` timings of ``calls`` calls (``dpo_throughput.matmul_rate``'s PyTorch twin)."""
+def torch_matmul_rate(shape) -> float:
+    """FLOP/s of one float32 ``[m, k] @ [k, n]`` matmul in PyTorch at its current thread count
+    (``dpo_throughput.matmul_rate``'s PyTorch twin, timed the same way)."""
     import torch
+
+    from experiments.benchmarks.dpo_throughput import call_rate
 
     m, k, n = shape
     a, b = torch.ones(m, k), torch.ones(k, n)
-    torch.matmul(a, b)
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            torch.matmul(a, b)
-        seconds.append((time.perf_counter() - start) / calls)
-    return 2 * m * k * n / statistics.median(seconds)
+    return call_rate(lambda: torch.matmul(a, b), 2 * m * k * n)
 
 
 def trl_throughput(trainer="dpo", steps=20, warmup=3, batch_pairs=16, prompt_len=32, completion_len=32, hidden=256,
