@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 export XLA_PYTHON_CLIENT_PREALLOCATE := false
 
-.PHONY: setup demo test test-slow bench bench-cpu-compile bench-dpo bench-reward bench-rejax bench-brax clean
+.PHONY: setup demo test test-integration test-slow bench bench-cpu-compile bench-dpo bench-reward bench-rejax bench-brax clean
 
 setup: $(STAMP)
 
@@ -30,9 +30,13 @@ demo: $(STAMP)
 TEST_ENV := JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 FAST_COMPILE := XLA_FLAGS="$(XLA_FLAGS) --xla_backend_optimization_level=1"
 
-# Default tier: everything but `slow` and `gpu` tests (10-12 minutes on 2 cores; see README, Tests).
+# Default tier: everything but `integration`, `slow` and `gpu` tests (see README, Tests, for its time).
 test: $(STAMP)
 	$(TEST_ENV) $(FAST_COMPILE) $(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+# Whole programs: the notebooks, the 8-device sharding check, the benchmarks' smoke runs. CI runs it after `test`.
+test-integration: $(STAMP)
+	$(TEST_ENV) $(FAST_COMPILE) $(BIN)/python -m pytest -m integration -n 2 --dist loadfile -q
 
 # Paper-figure reproductions (minutes each on CPU).
 test-slow: $(STAMP)

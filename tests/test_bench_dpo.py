@@ -7,6 +7,7 @@ import pytest
 from experiments.benchmarks import dpo_throughput
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("objective", dpo_throughput.OBJECTIVES)
 def test_benchmark_smoke(tmp_path, objective):
     out = tmp_path / "b.json"

@@ -6,6 +6,7 @@ import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from experiments.benchmarks import vs_rejax
 from rljax.agents import ppo, sac
@@ -44,6 +45,7 @@ def test_five_tuple_env_ends_the_episode_on_truncation_as_old_gymnax():
     assert shimmed.num_actions == env.num_actions
 
 
+@pytest.mark.integration
 def test_quick_comparison_writes_both_libraries(tmp_path):
     out = tmp_path / "vs_rejax.json"
     vs_rejax.main(["--quick", "--repeats", "1", "--only", "CartPole-v1, PureJaxRL defaults, 1 seed", "--out", str(out)])

@@ -86,6 +86,7 @@ def test_sac_run_writes_outputs(tmp_path):
     assert (out / "curve.png").exists()
 
 
+@pytest.mark.integration
 def test_throughput_benchmark_writes_json(tmp_path):
     from experiments.benchmarks import throughput
 
@@ -96,6 +97,7 @@ def test_throughput_benchmark_writes_json(tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["results"][0]["case"] == case["case"]
 
 
+@pytest.mark.integration
 def test_cpu_compile_benchmark_writes_both_levels(tmp_path):
     from experiments.benchmarks import cpu_compile
 

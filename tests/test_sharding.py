@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.integration  # one subprocess compiling nine sharded programs: 3-4 minutes on 2 cores
 
 
 @pytest.fixture(scope="module")
