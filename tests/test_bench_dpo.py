@@ -25,16 +25,28 @@ def test_benchmark_smoke(tmp_path, objective):
     assert fraction == pytest.approx(rate / r["matmul"]["flops_per_second"])
     assert set(saved["machine"]["cpu"]) == {"model", "vector_extension"}
     assert report["rljax"] == saved["rljax"]
+    assert r["token_positions_computed_per_step"] == r["tokens_per_step"] and not r["prefix_sharing"]
+    if objective == "dpo":  # the same training with each pair's 8-token prompt run once: 4 * (8 + 2 * 8) positions
+        shared = saved["rljax_prefix_sharing"]
+        assert shared["prefix_sharing"] and shared["tokens_per_step"] == r["tokens_per_step"]
+        assert shared["token_positions_computed_per_step"] == 4 * (8 + 2 * 8)
+        assert shared["model_flops_per_step"] == pytest.approx(r["model_flops_per_step"] * 96 / 128)
+    else:
+        assert "rljax_prefix_sharing" not in saved
 
 
 def test_ceiling_compares_each_library_with_its_own_matmul_rate():
     ours = {"model_flops_per_step": 100.0, "matmul": {"flops_per_second": 400.0, "model_flops_fraction": {"scanned": 0.5}}}
     trl = {"median_step_s": 0.5, "matmul_flops_per_second": 250.0}  # TRL runs the step's 100 FLOPs at 200 FLOP/s
-    assert dpo_throughput.ceiling(ours, trl) == {
+    assert dpo_throughput.ceiling(ours, trl, trl_flops_per_step=100.0) == {
         "rljax_model_flops_fraction": {"scanned": 0.5},
         "trl_model_flops_fraction": pytest.approx(0.8),
         "speedup_vs_trl_at_jax_matmul_rate": pytest.approx(2.0),  # 400 / 200: no more is possible here
     }
+    # With prefix sharing our step computes 75 of TRL's 100 FLOPs: 0.5 s against 75 / 400 s at best.
+    shared = ours | {"model_flops_per_step": 75.0}
+    assert dpo_throughput.ceiling(shared, trl, trl_flops_per_step=100.0)["speedup_vs_trl_at_jax_matmul_rate"] == (
+        pytest.approx(0.5 / (75 / 400)))
 
 
 def test_flop_count_matches_the_palm_formula():

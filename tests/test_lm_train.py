@@ -211,3 +211,50 @@ def test_bf16_params_train_with_a_float32_optimiser():
     with pytest.raises(ConfigError, match=r"LMTrainConfig.model: float16 training needs loss scaling.*got dtype = "
                                           r"'float16', param_dtype = 'float32'"):
         LMTrainConfig(model=LMConfig(VOCAB, 32, 2, 4, max_position_embeddings=16, dtype="float16"))
+
+
+@pytest.mark.parametrize("model", [MODEL, LMConfig(VOCAB, 32, 2, 4, scan_layers=True, max_position_embeddings=16),
+                                   LMConfig(VOCAB, 32, 2, 4, style="gpt2", max_position_embeddings=16)],
+                         ids=["llama", "llama-scan-layers", "gpt2"])
+def test_prefix_sharing_gives_the_concatenated_forwards_logps_and_gradients(model):
+    from rljax.lm.train import _pair_logps, shared_prefix_length
+
+    arrays = {k: np.asarray(v) for k, v in DATA.arrays().items()}
+    m = shared_prefix_length(arrays)
+    assert m == 2  # the shortest prompts; the longer ones continue into the part each side runs
+    batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+    params = init_params(model, jax.random.key(0))
+    weights = jnp.arange(1.0, 1.0 + len(DATA))  # a different weight per row, so a mixed-up row shows
+
+    def weighted(p, shared):
+        chosen, rejected, chosen_len, rejected_len = _pair_logps(p, model, batch, m - 1, shared)
+        return (weights * chosen).sum() - (weights * rejected).sum(), (chosen, rejected, chosen_len, rejected_len)
+
+    (_, concatenated), g_cat = jax.jit(jax.value_and_grad(weighted, has_aux=True), static_argnums=1)(params, 0)
+    (_, shared), g_shared = jax.jit(jax.value_and_grad(weighted, has_aux=True), static_argnums=1)(params, m)
+    for a, b in zip(concatenated, shared):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert tree_max_diff(g_cat, g_shared) < 1e-5 * max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_cat))
+
+
+def test_prefix_sharing_trains_as_the_concatenated_forward():
+    hp = LMHParams(learning_rate=0.1, loss_weights=(1.0, 0.1))
+    base = LMTrainConfig(model=MODEL, objective="dpo", loss_types=("sigmoid", "sft"), batch_size=8, num_epochs=1,
+                         optimizer="sgd", reference="precomputed")
+    s_cat, m_cat = train(base, hp)
+    s_shared, m_shared = train(LMTrainConfig(**{**base.__dict__, "prefix_sharing": True}), hp)
+    moved = tree_max_diff(s_cat.params, P0)
+    assert moved > 1e-2  # it did train
+    assert tree_max_diff(s_cat.params, s_shared.params) < SGD_RELATIVE_TOLERANCE * moved
+    np.testing.assert_allclose(s_cat.data["ref_chosen_logps"], s_shared.data["ref_chosen_logps"], rtol=1e-5)
+    np.testing.assert_allclose(m_cat["loss"], m_shared["loss"], rtol=1e-5, atol=1e-6)
+
+
+def test_prefix_sharing_refuses_pairs_whose_prompts_differ():
+    arrays = {k: np.array(v) for k, v in DATA.arrays().items()}
+    arrays["rejected_input_ids"][3, 1] += 1
+    with pytest.raises(ConfigError, match=r"prefix_sharing: data\['chosen_input_ids'\] and data\['rejected_input_ids'\] "
+                                          r"must agree on the 2 positions before the first completion; row 3 differs"):
+        make_train(LMTrainConfig(model=MODEL, batch_size=8, prefix_sharing=True), arrays)
+    with pytest.raises(ConfigError, match="prefix_sharing: only the 'dpo' objective shares prompts, got objective = 'sft'"):
+        LMTrainConfig(model=MODEL, objective="sft", prefix_sharing=True)

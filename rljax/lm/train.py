@@ -36,7 +36,7 @@ from flax import struct
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rljax.core.config import require, require_one_of, require_positive
+from rljax.core.config import ConfigError, require, require_one_of, require_positive
 from rljax.core.trainer import Trainer
 from rljax.lm import model as model_lib
 from rljax.lm.model import LanguageModel, LMConfig
@@ -70,6 +70,7 @@ class LMTrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0  # linear warm-up of the learning rate
     data_parallel: bool = False  # split each micro-batch over all devices (mesh axis "data")
+    prefix_sharing: bool = False  # dpo: run each pair's prompt once (shared_prefix_pair_logps)
 
     def __post_init__(self):
         require_one_of(self, "objective", OBJECTIVES)
@@ -86,6 +87,10 @@ class LMTrainConfig:
             "float16" not in (self.model.dtype, self.model.param_dtype),
             f"LMTrainConfig.model: float16 training needs loss scaling, which this trainer does not do; use bfloat16 "
             f"(got dtype = {self.model.dtype!r}, param_dtype = {self.model.param_dtype!r})",
+        )
+        require(
+            not self.prefix_sharing or self.objective == "dpo",
+            f"LMTrainConfig.prefix_sharing: only the 'dpo' objective shares prompts, got objective = {self.objective!r}",
         )
         if self.objective == "reward":
             require("reward" in self.model.heads, f"LMTrainConfig.model.heads: objective 'reward' needs a 'reward' head, got {self.model.heads}")
@@ -164,27 +169,83 @@ def sequence_logps(params, config: LMConfig, input_ids, attention_mask, completi
     return preference.sequence_logps(per_token, mask), preference.completion_lengths(mask)
 
 
-def _pair_logps(params, config: LMConfig, batch, logits_from: int = 0):
-    """Chosen and rejected rows in one forward pass of 2B rows (TRL's concatenated forward)."""
+def shared_prefix_pair_logps(params, config: LMConfig, batch, shared_prefix: int):
+    """:func:`sequence_logps` of the 2B rows ``[chosen; rejected]`` with their common prompt run once.
+
+    Prefix sharing (Wang and Hegde 2024, "Accelerating Direct Preference Optimization with Prefix
+    Sharing"): the first ``shared_prefix`` = m tokens, the same in each pair's two rows and
+    scored in neither, go through the model once per pair ([B, m]); both completions
+    ([2B, T - m]) then attend to its cached keys and values. The paper packs prompt, chosen
+    and rejected into one row under a block-sparse mask; the KV cache gives each completion
+    the same keys and values to attend to. The same function as the concatenated forward,
+    up to rounding, for B * m fewer token positions.
+    """
+    model = LanguageModel(config)
+    m = shared_prefix
+    B, T = batch["chosen_input_ids"].shape
     cat = lambda f: jnp.concatenate([batch[f"chosen_{f}"], batch[f"rejected_{f}"]])  # noqa: E731
-    logps, lengths = sequence_logps(
-        params, config, cat("input_ids"), cat("attention_mask"), cat("completion_mask"), logits_from
-    )
+    prefix = model.apply(
+        {"params": params}, batch["chosen_input_ids"][:, :m], batch["chosen_attention_mask"][:, :m],
+        cache=model_lib.KVCache.init(config, B, m), logits_from=m - 1,
+    )  # fmt: skip
+    # One copy of the prompt's keys and values per side, with T - m empty slots for the completion's.
+    both_sides = lambda kv: jnp.concatenate([kv, kv], axis=1)  # noqa: E731  [L, B, m, K, D] -> [L, 2B, m, K, D]
+    cache = jax.tree.map(lambda kv: jnp.pad(both_sides(kv), ((0, 0), (0, 0), (0, T - m), (0, 0), (0, 0))), prefix.cache)
+    rest = model.apply({"params": params}, cat("input_ids")[:, m:], cat("attention_mask"), cache=cache, cache_index=m)
+    # Logits of positions m - 1 (the prompt's last token, which predicts token m) .. T - 1.
+    logits = jnp.concatenate([jnp.concatenate([prefix.logits, prefix.logits]), rest.logits], axis=1)
+    per_token = preference.token_logps(logits, cat("input_ids")[:, m - 1 :])
+    mask = cat("completion_mask")[:, m - 1 :]
+    return preference.sequence_logps(per_token, mask), preference.completion_lengths(mask)
+
+
+def _pair_logps(params, config: LMConfig, batch, logits_from: int = 0, shared_prefix: int = 0):
+    """Chosen and rejected rows in one forward pass of 2B rows (TRL's concatenated forward), or with
+    their first ``shared_prefix`` tokens run once per pair (:func:`shared_prefix_pair_logps`) when > 0."""
+    if shared_prefix:
+        logps, lengths = shared_prefix_pair_logps(params, config, batch, shared_prefix)
+    else:
+        cat = lambda f: jnp.concatenate([batch[f"chosen_{f}"], batch[f"rejected_{f}"]])  # noqa: E731
+        logps, lengths = sequence_logps(
+            params, config, cat("input_ids"), cat("attention_mask"), cat("completion_mask"), logits_from
+        )
     B = batch["chosen_input_ids"].shape[0]
     return logps[:B], logps[B:], lengths[:B], lengths[B:]
 
 
+def first_completion_position(arrays: Mapping[str, np.ndarray]) -> int:
+    """The earliest position of any row's completion (its first ``completion_mask`` token)."""
+    return int(min(np.argmax(a > 0, axis=1).min() for f, a in arrays.items() if f.endswith("completion_mask")))
+
+
 def first_scored_position(arrays: Mapping[str, np.ndarray]) -> int:
     """The earliest position whose logits any row scores: its first completion token, minus one."""
-    starts = [np.argmax(a > 0, axis=1).min() for f, a in arrays.items() if f.endswith("completion_mask")]
-    return max(int(min(starts)) - 1, 0)
+    return max(first_completion_position(arrays) - 1, 0)
 
 
-def make_loss(config: LMTrainConfig, logits_from: int = 0) -> Callable:
+def shared_prefix_length(arrays: Mapping[str, np.ndarray]) -> int:
+    """The prompt prefix that prefix sharing runs once per pair: every position before any row's
+    completion. Raises ConfigError, naming the first row, where a pair's two rows differ there."""
+    m = first_completion_position(arrays)
+    require(m >= 1, "LMTrainConfig.prefix_sharing: a completion starts at position 0, so no prompt prefix is shared")
+    for field in ("input_ids", "attention_mask"):
+        chosen, rejected = arrays[f"chosen_{field}"][:, :m], arrays[f"rejected_{field}"][:, :m]
+        differ = np.flatnonzero((chosen != rejected).any(axis=1))
+        if differ.size:
+            row = differ[0]
+            raise ConfigError(
+                f"LMTrainConfig.prefix_sharing: data['chosen_{field}'] and data['rejected_{field}'] must agree on the "
+                f"{m} positions before the first completion; row {row} differs: {chosen[row].tolist()} vs {rejected[row].tolist()}"
+            )
+    return m
+
+
+def make_loss(config: LMTrainConfig, logits_from: int = 0, shared_prefix: int = 0) -> Callable:
     """``loss(params, ref_params, batch, hp, norm) -> (scalar, aux)`` for one micro-batch.
 
     ``norm`` is the whole minibatch's denominator (examples, or completion tokens for
     SFT), so summing micro-batch gradients gives exactly the minibatch gradient.
+    ``shared_prefix`` (dpo): see :func:`_pair_logps`.
     """
     model = config.model
 
@@ -205,11 +266,11 @@ def make_loss(config: LMTrainConfig, logits_from: int = 0) -> Callable:
         return loss * scale, {k: v * scale for k, v in aux.items()} | {"loss": loss * scale}
 
     def dpo_loss(params, ref_params, batch, hp, norm):
-        chosen, rejected, chosen_len, _ = _pair_logps(params, model, batch, logits_from)
+        chosen, rejected, chosen_len, _ = _pair_logps(params, model, batch, logits_from, shared_prefix)
         if config.reference == "precomputed":
             ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
         else:
-            ref_chosen, ref_rejected, _, _ = _pair_logps(ref_params, model, batch, logits_from)
+            ref_chosen, ref_rejected, _, _ = _pair_logps(ref_params, model, batch, logits_from, shared_prefix)
         loss, aux = preference.dpo_loss(
             chosen, rejected, ref_chosen, ref_rejected, chosen_len,
             preference.PreferenceHParams(beta=hp.beta, label_smoothing=hp.label_smoothing),
@@ -286,7 +347,8 @@ def make_train(
     steps_per_epoch = N // config.batch_size
     num_updates = steps_per_epoch * config.num_epochs
     logits_from = first_scored_position(arrays)
-    loss_fn = make_loss(config, logits_from)
+    shared_prefix = shared_prefix_length(arrays) if config.prefix_sharing else 0
+    loss_fn = make_loss(config, logits_from, shared_prefix)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     use_ref_params = config.objective == "dpo" and config.reference == "params"
     micro_sharding = None
@@ -309,7 +371,7 @@ def make_train(
         padded = -(-N // size) * size  # pad by repeating the first rows, then drop them again
         rows = jnp.arange(padded) % N
         chunks = jax.tree.map(lambda x: x[rows].reshape((padded // size, size) + x.shape[1:]), device_data)
-        chosen, rejected, _, _ = jax.lax.map(lambda b: _pair_logps(params, config.model, b, logits_from), chunks)
+        chosen, rejected, _, _ = jax.lax.map(lambda b: _pair_logps(params, config.model, b, logits_from, shared_prefix), chunks)
         return {"ref_chosen_logps": chosen.reshape(-1)[:N], "ref_rejected_logps": rejected.reshape(-1)[:N]}
 
     def init_from(key, hp: LMHParams, params=None, data=None) -> LMTrainState:
