@@ -377,7 +377,9 @@ def make_train(
     def init_from(key, hp: LMHParams, params=None, data=None) -> LMTrainState:
         """``init`` with other starting params (also the DPO reference) and/or another data
         set of the same shapes. The arguments may be traced, so one compiled program
-        trains many seeds' or pairs' data sets (``jax.vmap`` or a loop over them)."""
+        trains many seeds' or pairs' data sets (``jax.vmap`` or a loop over them). Such
+        data must lay out its rows as ``make_train``'s did: no completion token before
+        its first one (and, with prefix sharing, both rows of a pair equal before it)."""
         hp = default_weights(hp)
         init_key, key = jax.random.split(key)
         if params is None:
