@@ -169,6 +169,11 @@ def sequence_logps(params, config: LMConfig, input_ids, attention_mask, completi
     return preference.sequence_logps(per_token, mask), preference.completion_lengths(mask)
 
 
+def both_sides(batch, field: str):
+    """``[chosen; rejected]`` rows of ``field``: [B, ...] each -> [2B, ...] (TRL's concatenated batch)."""
+    return jnp.concatenate([batch[f"chosen_{field}"], batch[f"rejected_{field}"]])
+
+
 def shared_prefix_pair_logps(params, config: LMConfig, batch, shared_prefix: int):
     """:func:`sequence_logps` of the 2B rows ``[chosen; rejected]`` with their common prompt run once.
 
@@ -183,19 +188,19 @@ def shared_prefix_pair_logps(params, config: LMConfig, batch, shared_prefix: int
     model = LanguageModel(config)
     m = shared_prefix
     B, T = batch["chosen_input_ids"].shape
-    cat = lambda f: jnp.concatenate([batch[f"chosen_{f}"], batch[f"rejected_{f}"]])  # noqa: E731
     prefix = model.apply(
         {"params": params}, batch["chosen_input_ids"][:, :m], batch["chosen_attention_mask"][:, :m],
         cache=model_lib.KVCache.init(config, B, m), logits_from=m - 1,
     )  # fmt: skip
     # One copy of the prompt's keys and values per side, with T - m empty slots for the completion's.
-    both_sides = lambda kv: jnp.concatenate([kv, kv], axis=1)  # noqa: E731  [L, B, m, K, D] -> [L, 2B, m, K, D]
-    cache = jax.tree.map(lambda kv: jnp.pad(both_sides(kv), ((0, 0), (0, 0), (0, T - m), (0, 0), (0, 0))), prefix.cache)
-    rest = model.apply({"params": params}, cat("input_ids")[:, m:], cat("attention_mask"), cache=cache, cache_index=m)
+    twice = lambda kv: jnp.concatenate([kv, kv], axis=1)  # noqa: E731  [L, B, m, K, D] -> [L, 2B, m, K, D]
+    cache = jax.tree.map(lambda kv: jnp.pad(twice(kv), ((0, 0), (0, 0), (0, T - m), (0, 0), (0, 0))), prefix.cache)
+    ids = both_sides(batch, "input_ids")
+    rest = model.apply({"params": params}, ids[:, m:], both_sides(batch, "attention_mask"), cache=cache, cache_index=m)
     # Logits of positions m - 1 (the prompt's last token, which predicts token m) .. T - 1.
     logits = jnp.concatenate([jnp.concatenate([prefix.logits, prefix.logits]), rest.logits], axis=1)
-    per_token = preference.token_logps(logits, cat("input_ids")[:, m - 1 :])
-    mask = cat("completion_mask")[:, m - 1 :]
+    per_token = preference.token_logps(logits, ids[:, m - 1 :])
+    mask = both_sides(batch, "completion_mask")[:, m - 1 :]
     return preference.sequence_logps(per_token, mask), preference.completion_lengths(mask)
 
 
@@ -205,10 +210,8 @@ def _pair_logps(params, config: LMConfig, batch, logits_from: int = 0, shared_pr
     if shared_prefix:
         logps, lengths = shared_prefix_pair_logps(params, config, batch, shared_prefix)
     else:
-        cat = lambda f: jnp.concatenate([batch[f"chosen_{f}"], batch[f"rejected_{f}"]])  # noqa: E731
-        logps, lengths = sequence_logps(
-            params, config, cat("input_ids"), cat("attention_mask"), cat("completion_mask"), logits_from
-        )
+        ids, attention, completion = (both_sides(batch, f) for f in ("input_ids", "attention_mask", "completion_mask"))
+        logps, lengths = sequence_logps(params, config, ids, attention, completion, logits_from)
     B = batch["chosen_input_ids"].shape[0]
     return logps[:B], logps[B:], lengths[:B], lengths[B:]
 
@@ -258,8 +261,8 @@ def make_loss(config: LMTrainConfig, logits_from: int = 0, shared_prefix: int = 
         return loss, {"loss": loss, "nll_per_token": loss}
 
     def reward_loss(params, ref_params, batch, hp, norm):
-        cat = lambda f: jnp.concatenate([batch[f"chosen_{f}"], batch[f"rejected_{f}"]])  # noqa: E731
-        rewards = LanguageModel(model).apply({"params": params}, cat("input_ids"), cat("attention_mask")).rewards
+        ids, attention = both_sides(batch, "input_ids"), both_sides(batch, "attention_mask")
+        rewards = LanguageModel(model).apply({"params": params}, ids, attention).rewards
         B = batch["chosen_input_ids"].shape[0]
         loss, aux = preference.bradley_terry_loss(rewards[:B], rewards[B:])
         scale = B / norm  # micro-batch mean -> share of the minibatch mean
