@@ -66,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         parser.add_argument("--label-smoothing", type=float, default=0.0)
         parser.add_argument("--reference", choices=("params", "precomputed"), default="params")
         parser.add_argument("--sft-normalization", choices=("sum", "mean", "seq_mean"), default="sum")
+    if name in ("dpo", "reward-model"):
         parser.add_argument("--prefix-sharing", action="store_true", help="run each pair's prompt once, for both "
                             "completions (the same training up to rounding, fewer FLOPs)")
     add_run_arguments(parser, name)
@@ -112,7 +113,7 @@ def run(name: str, args: argparse.Namespace) -> dict:
         num_epochs=args.epochs, warmup_steps=args.warmup_steps, data_parallel=args.data_parallel,
         loss_types=tuple(args.loss_type) if dpo else ("sigmoid",),
         reference=args.reference if dpo else "params",
-        sft_normalization=args.sft_normalization if dpo else "sum", prefix_sharing=dpo and args.prefix_sharing,
+        sft_normalization=args.sft_normalization if dpo else "sum", prefix_sharing=objective != "sft" and args.prefix_sharing,
     )  # fmt: skip
     hparams = LMHParams(
         learning_rate=args.lr if args.lr is not None else (5e-7 if dpo else 1e-4),

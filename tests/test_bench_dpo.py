@@ -26,13 +26,11 @@ def test_benchmark_smoke(tmp_path, objective):
     assert set(saved["machine"]["cpu"]) == {"model", "vector_extension"}
     assert report["rljax"] == saved["rljax"]
     assert r["token_positions_computed_per_step"] == r["tokens_per_step"] and not r["prefix_sharing"]
-    if objective == "dpo":  # the same training with each pair's 8-token prompt run once: 4 * (8 + 2 * 8) positions
-        shared = saved["rljax_prefix_sharing"]
-        assert shared["prefix_sharing"] and shared["tokens_per_step"] == r["tokens_per_step"]
-        assert shared["token_positions_computed_per_step"] == 4 * (8 + 2 * 8)
-        assert shared["model_flops_per_step"] == pytest.approx(r["model_flops_per_step"] * 96 / 128)
-    else:
-        assert "rljax_prefix_sharing" not in saved
+    # The same training with each pair's 8-token prompt run once: 4 * (8 + 2 * 8) positions.
+    shared = saved["rljax_prefix_sharing"]
+    assert shared["prefix_sharing"] and shared["objective"] == objective and shared["tokens_per_step"] == r["tokens_per_step"]
+    assert shared["token_positions_computed_per_step"] == 4 * (8 + 2 * 8)
+    assert shared["model_flops_per_step"] == pytest.approx(r["model_flops_per_step"] * 96 / 128)
 
 
 def test_ceiling_compares_each_library_with_its_own_matmul_rate():

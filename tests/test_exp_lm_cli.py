@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from experiments.__main__ import main as cli
@@ -52,9 +53,10 @@ def test_sft_then_dpo_from_its_checkpoint(files, tmp_path):
 
 def test_reward_model_cli(files, tmp_path):
     out = tmp_path / "rm"
-    cli(["reward-model", "--data", files[1], "--epochs", "2", "--lr", "1e-3", "--out", str(out), *TINY])
+    cli(["reward-model", "--data", files[1], "--epochs", "2", "--lr", "1e-3", "--prefix-sharing", "--out", str(out), *TINY])
     final = json.loads((out / "result.json").read_text())["final"]
-    assert {"loss", "accuracy", "margin"} <= set(final)
+    assert {"loss", "accuracy", "margin"} <= set(final) and np.isfinite(final["loss"]).all()
+    assert json.loads((out / "config.json").read_text())["config"]["prefix_sharing"]
 
 
 def test_malformed_jsonl_row_names_the_line(files, tmp_path):

@@ -49,6 +49,23 @@ def test_padding_content_never_changes_the_valid_outputs():
     np.testing.assert_allclose(a.rewards, b.rewards, atol=1e-5)
 
 
+def test_reward_read_with_a_cache_equals_the_full_call():
+    """Two calls through a cache (positions 0..3, then 4..8) read each row's reward at its last attended slot,
+    as one full call does; a row whose last slot is not among the call's tokens gets NaN, not another token's."""
+    from rljax.lm.model import KVCache
+
+    config = model(num_reward_outputs=2)
+    params = init_params(config, jax.random.key(0))
+    lm = LanguageModel(config)
+    full = lm.apply({"params": params}, IDS, MASK).rewards
+    seen = jnp.where(jnp.arange(9) < 4, MASK, 0)  # the slots written so far
+    first = lm.apply({"params": params}, IDS[:, :4], seen, cache=KVCache.init(config, 3, 9))
+    second = lm.apply({"params": params}, IDS[:, 4:], MASK, cache=first.cache, cache_index=4)
+    np.testing.assert_allclose(second.rewards[:2], full[:2], rtol=1e-5, atol=1e-6)  # last slots 8 and 5
+    assert np.isnan(second.rewards[2]).all()  # its last slot, 1, was in the first call
+    np.testing.assert_allclose(first.rewards[2], full[2], rtol=1e-5, atol=1e-6)  # ... which read it
+
+
 def test_last_token_index_left_and_right_padding():
     mask = jnp.array([[1, 1, 1, 0], [0, 1, 1, 1], [1, 0, 0, 0]])
     assert last_token_index(mask).tolist() == [2, 3, 0]

@@ -237,16 +237,46 @@ def test_prefix_sharing_gives_the_concatenated_forwards_logps_and_gradients(mode
     assert tree_max_diff(g_cat, g_shared) < 1e-5 * max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_cat))
 
 
-def test_prefix_sharing_trains_as_the_concatenated_forward():
-    hp = LMHParams(learning_rate=0.1, loss_weights=(1.0, 0.1))
-    base = LMTrainConfig(model=MODEL, objective="dpo", loss_types=("sigmoid", "sft"), batch_size=8, num_epochs=1,
-                         optimizer="sgd", reference="precomputed")
-    s_cat, m_cat = train(base, hp)
-    s_shared, m_shared = train(LMTrainConfig(**{**base.__dict__, "prefix_sharing": True}), hp)
-    moved = tree_max_diff(s_cat.params, P0)
+@pytest.mark.parametrize("outputs", [1, 3], ids=["scalar", "multi-objective"])
+def test_prefix_sharing_gives_the_concatenated_forwards_rewards_and_gradients(outputs):
+    from rljax.lm.train import _pair_rewards, shared_prefix_length
+
+    model = LMConfig(VOCAB, 32, 2, 4, num_kv_heads=2, max_position_embeddings=16, heads=("reward",),
+                     num_reward_outputs=outputs)
+    arrays = {k: np.asarray(v) for k, v in DATA.arrays().items()}
+    m = shared_prefix_length(arrays)
+    batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+    params = init_params(model, jax.random.key(0))
+    weights = jnp.arange(1.0, 1.0 + len(DATA)).reshape((-1,) + (1,) * (outputs > 1))
+
+    def weighted(p, shared):
+        chosen, rejected = _pair_rewards(p, model, batch, shared)
+        return (weights * chosen).sum() - 2 * (weights * rejected).sum(), (chosen, rejected)
+
+    (_, concatenated), g_cat = jax.jit(jax.value_and_grad(weighted, has_aux=True), static_argnums=1)(params, 0)
+    (_, shared), g_shared = jax.jit(jax.value_and_grad(weighted, has_aux=True), static_argnums=1)(params, m)
+    assert concatenated[0].shape == ((len(DATA),) if outputs == 1 else (len(DATA), outputs))
+    for a, b in zip(concatenated, shared):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert tree_max_diff(g_cat, g_shared) < 1e-5 * max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_cat))
+
+
+@pytest.mark.parametrize("objective", ["dpo", "reward"])
+def test_prefix_sharing_trains_as_the_concatenated_forward(objective):
+    dpo = objective == "dpo"
+    hp = LMHParams(learning_rate=0.1, loss_weights=(1.0, 0.1) if dpo else None)
+    model = MODEL if dpo else LMConfig(VOCAB, 32, 2, 4, num_kv_heads=2, max_position_embeddings=16, heads=("reward",))
+    p0 = P0 if dpo else init_params(model, jax.random.key(0))
+    base = LMTrainConfig(model=model, objective=objective, loss_types=("sigmoid", "sft") if dpo else ("sigmoid",),
+                         batch_size=8, num_epochs=1, optimizer="sgd", reference="precomputed")
+    run = lambda config: jax.jit(make_train(config, DATA, init_params=p0))(jax.random.key(1), hp)  # noqa: E731
+    s_cat, m_cat = run(base)
+    s_shared, m_shared = run(LMTrainConfig(**{**base.__dict__, "prefix_sharing": True}))
+    moved = tree_max_diff(s_cat.params, p0)
     assert moved > 1e-2  # it did train
     assert tree_max_diff(s_cat.params, s_shared.params) < SGD_RELATIVE_TOLERANCE * moved
-    np.testing.assert_allclose(s_cat.data["ref_chosen_logps"], s_shared.data["ref_chosen_logps"], rtol=1e-5)
+    if dpo:
+        np.testing.assert_allclose(s_cat.data["ref_chosen_logps"], s_shared.data["ref_chosen_logps"], rtol=1e-5)
     np.testing.assert_allclose(m_cat["loss"], m_shared["loss"], rtol=1e-5, atol=1e-6)
 
 
@@ -256,5 +286,6 @@ def test_prefix_sharing_refuses_pairs_whose_prompts_differ():
     with pytest.raises(ConfigError, match=r"prefix_sharing: data\['chosen_input_ids'\] and data\['rejected_input_ids'\] "
                                           r"must agree on the 2 positions before the first completion; row 3 differs"):
         make_train(LMTrainConfig(model=MODEL, batch_size=8, prefix_sharing=True), arrays)
-    with pytest.raises(ConfigError, match="prefix_sharing: only the 'dpo' objective shares prompts, got objective = 'sft'"):
+    with pytest.raises(ConfigError, match=r"prefix_sharing: only the pairwise objectives \('dpo', 'reward'\) share "
+                                          r"prompts, got objective = 'sft'"):
         LMTrainConfig(model=MODEL, objective="sft", prefix_sharing=True)

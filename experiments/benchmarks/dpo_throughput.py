@@ -16,7 +16,13 @@ on chosen and rejected in one forward. tokens/s counts every token the model
 sees: ``pairs * 2 * (prompt + completion) / step seconds``, as
 ``experiments/benchmarks/trl_baselines.py`` counts TRL's.
 
-Two timings of ours, compile time apart (ahead-of-time ``lower().compile()``):
+Each objective is trained twice: ``rljax``, the 2B rows ``[chosen; rejected]`` in
+one forward (TRL's concatenated layout), and ``rljax_prefix_sharing``, each pair's
+prompt run once and both completions attending to its cached keys and values
+(``LMTrainConfig.prefix_sharing``; the same training up to rounding, B * prompt fewer
+token positions; TRL's trainers have no such option).
+
+Two timings of each, compile time apart (ahead-of-time ``lower().compile()``):
 ``per_step``: one jitted update per call (what TRL does: one step per Python
 call), and ``scanned``: ``--chunk`` updates in one ``lax.scan`` call (what our
 host loop runs). MFU (model FLOPs utilisation, on GPUs/TPUs with a known peak)
@@ -137,7 +143,7 @@ def random_pairs(rng, rows: int, prompt: int, completion: int, vocab: int, eos: 
 def rljax_throughput(preset: str = "cpu", steps: int = 20, chunk: int = 10, seed: int = 0,
                      objective: str = "dpo", prefix_sharing: bool = False) -> dict:
     """Compile seconds, step seconds and tokens/s of ``objective`` (``"dpo"`` or ``"reward"``) at ``preset``;
-    ``prefix_sharing`` (dpo): each pair's prompt runs once (``LMTrainConfig.prefix_sharing``)."""
+    ``prefix_sharing``: each pair's prompt runs once (``LMTrainConfig.prefix_sharing``)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
     spec = PRESETS[preset]
@@ -234,10 +240,10 @@ def main(argv=None) -> dict:
                     "cpus": len(os.sched_getaffinity(0)), "cpu": cpu_model(), "jax": jax.__version__},
         "rljax": rljax_throughput(args.preset, args.steps, args.chunk, objective=args.objective),
     }
-    variants = ["rljax"]
-    if args.objective == "dpo":  # the same training with each pair's prompt run once (TRL has no such option)
-        report["rljax_prefix_sharing"] = rljax_throughput(args.preset, args.steps, args.chunk, prefix_sharing=True)
-        variants.append("rljax_prefix_sharing")
+    # The same training with each pair's prompt run once (TRL's trainers have no such option).
+    report["rljax_prefix_sharing"] = rljax_throughput(args.preset, args.steps, args.chunk, objective=args.objective,
+                                                      prefix_sharing=True)
+    variants = ["rljax", "rljax_prefix_sharing"]
     print(json.dumps({v: {k: report[v][k] for k in ("tokens_per_second", "compile_seconds")} for v in variants}, indent=1))
     if not args.no_trl and args.preset != "gpt2-124m-bf16":
         from experiments.benchmarks.trl_baselines import trl_throughput

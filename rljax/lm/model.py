@@ -316,7 +316,9 @@ class LanguageModel(nn.Module):
     * ``lm``: logits [B, T, V] (tied to the embedding or a separate ``lm_head``).
     * ``value``: per-token values [B, T] (a linear head on the hidden state).
     * ``reward``: scalar reward [B] (or [B, k] for k objectives) read at the last
-      attended token of each row (full-sequence calls only, not with a cache).
+      attended token of each row. With a cache that is the row's last attended
+      slot, which must be one of this call's tokens: NaN in the rows where it
+      is not (an earlier call's token, or a future slot left attended).
 
     Positions default to ``cache_index + arange(T)``: right padding, or a single
     unpadded row. Left-padded generation passes positions explicitly.
@@ -354,9 +356,12 @@ class LanguageModel(nn.Module):
             out["logits"] = logits.astype(jnp.float32)
         if "value" in c.heads:
             out["values"] = _dense(c, 1, "value_head", True)(hidden)[..., 0].astype(jnp.float32)
-        if "reward" in c.heads and cache is None:
-            last = hidden[jnp.arange(B), last_token_index(attention_mask)]
-            rewards = _dense(c, c.num_reward_outputs, "reward_head", True)(last).astype(jnp.float32)
+        if "reward" in c.heads:
+            last = last_token_index(attention_mask) - cache_index  # [B] this call's position of the last slot
+            in_call = (last >= 0) & (last < T)
+            h = hidden[jnp.arange(B), jnp.clip(last, 0, T - 1)]
+            rewards = _dense(c, c.num_reward_outputs, "reward_head", True)(h).astype(jnp.float32)
+            rewards = jnp.where(in_call[:, None], rewards, jnp.nan)  # [B, k]
             out["rewards"] = rewards[:, 0] if c.num_reward_outputs == 1 else rewards
         return LMOutput(**out)
 

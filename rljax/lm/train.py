@@ -70,7 +70,7 @@ class LMTrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0  # linear warm-up of the learning rate
     data_parallel: bool = False  # split each micro-batch over all devices (mesh axis "data")
-    prefix_sharing: bool = False  # dpo: run each pair's prompt once (shared_prefix_pair_logps)
+    prefix_sharing: bool = False  # dpo, reward: run each pair's prompt once (shared_prefix_apply)
 
     def __post_init__(self):
         require_one_of(self, "objective", OBJECTIVES)
@@ -89,8 +89,9 @@ class LMTrainConfig:
             f"(got dtype = {self.model.dtype!r}, param_dtype = {self.model.param_dtype!r})",
         )
         require(
-            not self.prefix_sharing or self.objective == "dpo",
-            f"LMTrainConfig.prefix_sharing: only the 'dpo' objective shares prompts, got objective = {self.objective!r}",
+            not self.prefix_sharing or self.objective in ("dpo", "reward"),
+            f"LMTrainConfig.prefix_sharing: only the pairwise objectives ('dpo', 'reward') share prompts, got "
+            f"objective = {self.objective!r}",
         )
         if self.objective == "reward":
             require("reward" in self.model.heads, f"LMTrainConfig.model.heads: objective 'reward' needs a 'reward' head, got {self.model.heads}")
@@ -174,16 +175,17 @@ def both_sides(batch, field: str):
     return jnp.concatenate([batch[f"chosen_{field}"], batch[f"rejected_{field}"]])
 
 
-def shared_prefix_pair_logps(params, config: LMConfig, batch, shared_prefix: int):
-    """:func:`sequence_logps` of the 2B rows ``[chosen; rejected]`` with their common prompt run once.
+def shared_prefix_apply(params, config: LMConfig, batch, shared_prefix: int):
+    """The model on the 2B rows ``[chosen; rejected]`` with their common prompt run once: ``(prefix, rest)``.
 
     Prefix sharing (Wang and Hegde 2024, "Accelerating Direct Preference Optimization with Prefix
     Sharing"): the first ``shared_prefix`` = m tokens, the same in each pair's two rows and
-    scored in neither, go through the model once per pair ([B, m]); both completions
-    ([2B, T - m]) then attend to its cached keys and values. The paper packs prompt, chosen
-    and rejected into one row under a block-sparse mask; the KV cache gives each completion
-    the same keys and values to attend to. The same function as the concatenated forward,
-    up to rounding, for B * m fewer token positions.
+    scored in neither, go through the model once per pair (``prefix``: [B, m], logits of
+    position m - 1 only); both sides' remaining tokens (``rest``: [2B, T - m]) then attend to
+    its cached keys and values. The paper packs prompt, chosen and rejected into one row under
+    a block-sparse mask; the KV cache gives each completion the same keys and values to attend
+    to. The same function as the concatenated forward, up to rounding, for B * m fewer token
+    positions; ``rest.rewards`` are the rows' rewards (each row's last token is past the prompt).
     """
     model = LanguageModel(config)
     m = shared_prefix
@@ -192,14 +194,22 @@ def shared_prefix_pair_logps(params, config: LMConfig, batch, shared_prefix: int
         {"params": params}, batch["chosen_input_ids"][:, :m], batch["chosen_attention_mask"][:, :m],
         cache=model_lib.KVCache.init(config, B, m), logits_from=m - 1,
     )  # fmt: skip
-    # One copy of the prompt's keys and values per side, with T - m empty slots for the completion's.
+    # One copy of the prompt's keys and values per side, with T - m empty slots for the rest's.
     twice = lambda kv: jnp.concatenate([kv, kv], axis=1)  # noqa: E731  [L, B, m, K, D] -> [L, 2B, m, K, D]
     cache = jax.tree.map(lambda kv: jnp.pad(twice(kv), ((0, 0), (0, 0), (0, T - m), (0, 0), (0, 0))), prefix.cache)
     ids = both_sides(batch, "input_ids")
     rest = model.apply({"params": params}, ids[:, m:], both_sides(batch, "attention_mask"), cache=cache, cache_index=m)
+    return prefix, rest
+
+
+def shared_prefix_pair_logps(params, config: LMConfig, batch, shared_prefix: int):
+    """:func:`sequence_logps` of the 2B rows ``[chosen; rejected]`` with their common prompt run once
+    (:func:`shared_prefix_apply`)."""
+    prefix, rest = shared_prefix_apply(params, config, batch, shared_prefix)
+    m = shared_prefix
     # Logits of positions m - 1 (the prompt's last token, which predicts token m) .. T - 1.
     logits = jnp.concatenate([jnp.concatenate([prefix.logits, prefix.logits]), rest.logits], axis=1)
-    per_token = preference.token_logps(logits, ids[:, m - 1 :])
+    per_token = preference.token_logps(logits, both_sides(batch, "input_ids")[:, m - 1 :])
     mask = both_sides(batch, "completion_mask")[:, m - 1 :]
     return preference.sequence_logps(per_token, mask), preference.completion_lengths(mask)
 
@@ -214,6 +224,18 @@ def _pair_logps(params, config: LMConfig, batch, logits_from: int = 0, shared_pr
         logps, lengths = sequence_logps(params, config, ids, attention, completion, logits_from)
     B = batch["chosen_input_ids"].shape[0]
     return logps[:B], logps[B:], lengths[:B], lengths[B:]
+
+
+def _pair_rewards(params, config: LMConfig, batch, shared_prefix: int = 0):
+    """Chosen and rejected rewards ([B] or [B, k] each): one forward pass of the 2B rows, or with their
+    first ``shared_prefix`` tokens run once per pair (:func:`shared_prefix_apply`) when > 0."""
+    if shared_prefix:
+        rewards = shared_prefix_apply(params, config, batch, shared_prefix)[1].rewards
+    else:
+        ids, attention = both_sides(batch, "input_ids"), both_sides(batch, "attention_mask")
+        rewards = LanguageModel(config).apply({"params": params}, ids, attention).rewards
+    B = batch["chosen_input_ids"].shape[0]
+    return rewards[:B], rewards[B:]
 
 
 def first_completion_position(arrays: Mapping[str, np.ndarray]) -> int:
@@ -248,7 +270,7 @@ def make_loss(config: LMTrainConfig, logits_from: int = 0, shared_prefix: int = 
 
     ``norm`` is the whole minibatch's denominator (examples, or completion tokens for
     SFT), so summing micro-batch gradients gives exactly the minibatch gradient.
-    ``shared_prefix`` (dpo): see :func:`_pair_logps`.
+    ``shared_prefix`` (dpo, reward): see :func:`shared_prefix_apply`.
     """
     model = config.model
 
@@ -261,10 +283,9 @@ def make_loss(config: LMTrainConfig, logits_from: int = 0, shared_prefix: int = 
         return loss, {"loss": loss, "nll_per_token": loss}
 
     def reward_loss(params, ref_params, batch, hp, norm):
-        ids, attention = both_sides(batch, "input_ids"), both_sides(batch, "attention_mask")
-        rewards = LanguageModel(model).apply({"params": params}, ids, attention).rewards
-        B = batch["chosen_input_ids"].shape[0]
-        loss, aux = preference.bradley_terry_loss(rewards[:B], rewards[B:])
+        chosen, rejected = _pair_rewards(params, model, batch, shared_prefix)
+        B = chosen.shape[0]
+        loss, aux = preference.bradley_terry_loss(chosen, rejected)
         scale = B / norm  # micro-batch mean -> share of the minibatch mean
         return loss * scale, {k: v * scale for k, v in aux.items()} | {"loss": loss * scale}
 
