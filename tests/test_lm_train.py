@@ -1,5 +1,7 @@
 """LM trainers: exact equivalences (accumulation, reference modes, vmapped sweeps), learning, errors."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,7 @@ from rljax.lm.train import LMHParams, LMTrainConfig, make_train
 
 VOCAB, MARK = 24, 23  # the reward task: chosen completions contain MARK, rejected ones never do
 MODEL = LMConfig(VOCAB, 32, 2, 4, num_kv_heads=2, max_position_embeddings=16)
+REWARD_MODEL = dataclasses.replace(MODEL, heads=("reward",))  # the same transformer with only a reward head
 
 
 def pairs(n=32, seed=0):
@@ -241,8 +244,7 @@ def test_prefix_sharing_gives_the_concatenated_forwards_logps_and_gradients(mode
 def test_prefix_sharing_gives_the_concatenated_forwards_rewards_and_gradients(outputs):
     from rljax.lm.train import _pair_rewards, shared_prefix_length
 
-    model = LMConfig(VOCAB, 32, 2, 4, num_kv_heads=2, max_position_embeddings=16, heads=("reward",),
-                     num_reward_outputs=outputs)
+    model = dataclasses.replace(REWARD_MODEL, num_reward_outputs=outputs)
     arrays = {k: np.asarray(v) for k, v in DATA.arrays().items()}
     m = shared_prefix_length(arrays)
     batch = {k: jnp.asarray(v) for k, v in arrays.items()}
@@ -265,7 +267,7 @@ def test_prefix_sharing_gives_the_concatenated_forwards_rewards_and_gradients(ou
 def test_prefix_sharing_trains_as_the_concatenated_forward(objective):
     dpo = objective == "dpo"
     hp = LMHParams(learning_rate=0.1, loss_weights=(1.0, 0.1) if dpo else None)
-    model = MODEL if dpo else LMConfig(VOCAB, 32, 2, 4, num_kv_heads=2, max_position_embeddings=16, heads=("reward",))
+    model = MODEL if dpo else REWARD_MODEL
     p0 = P0 if dpo else init_params(model, jax.random.key(0))
     base = LMTrainConfig(model=model, objective=objective, loss_types=("sigmoid", "sft") if dpo else ("sigmoid",),
                          batch_size=8, num_epochs=1, optimizer="sgd", reference="precomputed")
