@@ -55,11 +55,12 @@ a hard constraint a gradient step cannot follow).
 
 XQL's Gumbel loss keeps the official XQL/DVL code's stabilisers (``max_clip`` on z,
 the batch-max rescaling ``gumbel_rescale``): the papers' comparisons ran XQL with them.
-The V network has LayerNorm after each hidden layer (``value_layer_norm``; the
-XQL/DVL ``ValueCritic(layer_norm=True)``; the configs that switch it on were not
-read). The actor is IQL's: a Gaussian whose mean is ``tanh`` of the network output,
-with a state-independent log standard deviation in [-5, 2], and a cosine-decayed
-learning rate; evaluation runs its mean action.
+The V network has LayerNorm after each hidden layer (``value_layer_norm``): XQL's
+``configs/mujoco_config.py`` sets ``layernorm = True`` and its learner passes it to
+``ValueCritic``; DVL, built on that code, runs its MuJoCo tasks with a config file of
+the same name (its contents not read). The actor is IQL's: a Gaussian whose mean is
+``tanh`` of the network output, with a state-independent log standard deviation in
+[-5, 2], and a cosine-decayed learning rate; evaluation runs its mean action.
 
 Same shape as every rljax agent::
 
