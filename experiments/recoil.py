@@ -51,7 +51,9 @@ random data; run after the second full run): ``--seed 1`` ReCOIL 55.2 (27.9..82.
 swing-up; with a constant actor rate 55.0); ``--seed 2`` ReCOIL 51.7 (12.9..90.5), BC-all
 8.9, BC-expert -13.5 (a swing-up demonstration, -235.0). So the claim holds at the recorded
 seed only: ReCOIL stays far above BC on all the data, but >= 80 is not robust to the draw
-of expert and demonstration.
+of expert and demonstration. On a 2-core AVX-512 Xeon (the figures above: an AVX2 AMD EPYC)
+the recorded seed gives ReCOIL 72.6 (61.8..83.3), BC-all 0.4, BC-expert 32.8: the claim fails
+there (experiments/RESULTS.md, cross-machine replicates).
 
 Writes config.json, result.json (per-seed returns and scores, mean and 95% CI),
 learning_curves.png, demos.npz/.json, suboptimal.npz/.json and one
