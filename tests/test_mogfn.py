@@ -1,5 +1,6 @@
 """Multi-Objective GFlowNets: the hypergrid, its objectives, exact DP distributions, trajectory balance."""
 
+import json
 import math
 
 import jax
@@ -267,9 +268,19 @@ def test_train_vmaps_over_seeds_and_tb_fits_a_tiny_grid(method):
 
 @pytest.mark.slow
 def test_quick_cli_writes_every_output(run_experiment):
-    _, result = run_experiment("mogfn-hypergrid", "--quick", files=("metrics.jsonl", "front.png", "l1.png"))
+    out, result = run_experiment("mogfn-hypergrid", "--quick", "--set", "learning_rate=3e-3",
+                                 files=("metrics.jsonl", "front.png", "l1.png"))
     assert set(result["claims"]) == {"l1", "hypervolume", "diversity"}
     assert len(result["methods"]["tb"]["per_seed"]) == 2
+    hparams = json.loads((out / "config.json").read_text())["hparams"]
+    assert hparams["learning_rate"] == 3e-3 and hparams["z_learning_rate"] == 1e-2
+
+
+def test_cli_set_rejects_an_unknown_field_naming_it(tmp_path):
+    from experiments.__main__ import main as cli
+
+    with pytest.raises(ValueError, match=r"--set lr: no such field; known fields are .*'learning_rate'"):
+        cli(["mogfn-hypergrid", "--quick", "--set", "lr=1e-3", "--out", str(tmp_path / "r"), "--no-progress"])
 
 
 @pytest.mark.slow
