@@ -31,6 +31,7 @@ def test_benchmark_smoke(tmp_path, objective):
     assert shared["prefix_sharing"] and shared["objective"] == objective and shared["tokens_per_step"] == r["tokens_per_step"]
     assert shared["token_positions_computed_per_step"] == 4 * (8 + 2 * 8)
     assert shared["model_flops_per_step"] == pytest.approx(r["model_flops_per_step"] * 96 / 128)
+    assert r["logits_chunk"] == shared["logits_chunk"] == 0 and r["update_temp_bytes"] > 0
 
 
 def test_ceiling_compares_each_library_with_its_own_matmul_rate():
@@ -61,3 +62,18 @@ def test_flop_count_matches_the_palm_formula():
 def test_unknown_objective_is_refused():
     with pytest.raises(ValueError, match="objective: expected one of"):
         dpo_throughput.rljax_throughput("smoke", objective="kto")
+
+
+def test_lm_memory_reports_each_chunk_against_the_full_logits(tmp_path):
+    from experiments.benchmarks import lm_memory
+
+    out = tmp_path / "m.json"
+    report = lm_memory.main(["--preset", "smoke", "--chunks", "0,4", "--out", str(out)])
+    full, chunked = json.loads(out.read_text())["results"]
+    assert report["results"] == [full, chunked]
+    assert (full["logits_chunk"], chunked["logits_chunk"]) == (0, 4)
+    assert full["full_logits_bytes"] == 2 * 4 * (8 + 1) * 64 * 4  # 2B rows x (completion + 1) positions x V, float32
+    assert full["temp_bytes_vs_full_logits_run"] == 1.0
+    assert chunked["temp_bytes_vs_full_logits_run"] == chunked["update_temp_bytes"] / full["update_temp_bytes"]
+    with pytest.raises(SystemExit, match="--chunks: expected comma-separated ints"):
+        lm_memory.main(["--chunks", "0,a"])

@@ -117,9 +117,11 @@ def test_gpu_benchmark_quick_runs_on_cpu(tmp_path):
     report = gpu.main(["--quick", "--repeats", "1", "--out", str(tmp_path / "g.json")])
     assert set(report["results"]) == {"ppo brax/halfcheetah", "ppo brax/ant", "ppo CartPole 1 seeds",
                                       "ppo CartPole 4 seeds", "sac brax/halfcheetah", "dpo gpt2-124m bf16",
-                                      "meta-es minatar", "claims"}
-    assert report["results"]["dpo gpt2-124m bf16"]["preset"] == "smoke"
-    assert report["results"]["dpo gpt2-124m bf16"]["tokens_per_second"]["scanned"] > 0
+                                      "dpo gpt2-124m bf16 chunked logits", "meta-es minatar", "claims"}
+    for name, logits_chunk in (("dpo gpt2-124m bf16", 0), ("dpo gpt2-124m bf16 chunked logits", 4)):
+        assert report["results"][name]["preset"] == "smoke"
+        assert report["results"][name]["logits_chunk"] == logits_chunk
+        assert report["results"][name]["tokens_per_second"]["scanned"] > 0
     assert json.loads((tmp_path / "g.json").read_text())["results"].keys() == report["results"].keys()
 
 

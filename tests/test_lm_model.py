@@ -110,6 +110,7 @@ def test_parameter_count_matches_the_formula():
         (dict(heads=("lm", "critic")), "heads: expected a non-empty subset"),
         (dict(dtype="float64"), "dtype: expected one of"),
         (dict(hidden_size=30), "hidden_size: expected a multiple of num_heads=4"),
+        (dict(logits_chunk=-1), r"logits_chunk: expected 0 \(no chunking\) or a positive int, got -1"),
     ],
 )
 def test_config_errors_name_the_field(kwargs, match):

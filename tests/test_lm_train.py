@@ -240,6 +240,61 @@ def test_prefix_sharing_gives_the_concatenated_forwards_logps_and_gradients(mode
     assert tree_max_diff(g_cat, g_shared) < 1e-5 * max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_cat))
 
 
+@pytest.mark.parametrize("model", [MODEL, LMConfig(VOCAB, 32, 2, 4, style="gpt2", max_position_embeddings=16)],
+                         ids=["llama-untied", "gpt2-tied"])
+@pytest.mark.parametrize("shared", [False, True], ids=["concatenated", "prefix-sharing"])
+def test_chunked_logits_give_the_full_logits_logps_and_gradients(model, shared):
+    """``LMConfig.logits_chunk``: the same log-probs and gradients as unembedding every position at once, for
+    a chunk that does not divide the positions (2: the last chunk is padded) and one longer than the rows."""
+    from rljax.lm.train import _pair_logps, first_scored_position, shared_prefix_length
+
+    arrays = {k: np.asarray(v) for k, v in DATA.arrays().items()}
+    batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+    m = shared_prefix_length(arrays) if shared else 0
+    params = init_params(model, jax.random.key(0))
+    weights = jnp.arange(1.0, 1.0 + len(DATA))
+
+    def weighted(p, config):
+        chosen, rejected, _, _ = _pair_logps(p, config, batch, first_scored_position(arrays), m)
+        return (weights * chosen).sum() - 2 * (weights * rejected).sum(), (chosen, rejected)
+
+    grad = jax.jit(jax.value_and_grad(weighted, has_aux=True), static_argnums=1)
+    (_, full), g_full = grad(params, model)
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_full))
+    for chunk in (2, 64):
+        (_, chunked), g_chunked = grad(params, dataclasses.replace(model, logits_chunk=chunk))
+        for a, b in zip(full, chunked):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        assert tree_max_diff(g_full, g_chunked) < 1e-5 * scale
+
+
+def test_chunked_logits_hold_one_chunk_of_logits_in_the_backward_pass():
+    """XLA's own buffer count for one DPO gradient with a 16,384-token vocabulary: the full [2B, T, V] float32
+    logits (and the softmax the backward needs) dominate; with chunks of 4 positions they are never held,
+    so the step's temporary memory falls several-fold (measured: 161 MB -> 18 MB; 69 MB without the backward's
+    recomputation, which keeps every chunk's logits for the backward)."""
+    from rljax.lm.train import make_loss
+
+    model = LMConfig(16384, 32, 1, 4, max_position_embeddings=64)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 16384, (8, 64))
+    mask = np.ones((8, 64), np.int32)
+    completion = np.concatenate([np.zeros((8, 16)), np.ones((8, 48))], axis=1).astype(np.int32)
+    batch = {f"{side}_{f}": jnp.asarray(a) for side in ("chosen", "rejected")
+             for f, a in (("input_ids", ids), ("attention_mask", mask), ("completion_mask", completion))}
+    params = init_params(model, jax.random.key(0))
+
+    def temp_bytes(config):
+        loss = make_loss(LMTrainConfig(model=config, objective="dpo"), logits_from=15)
+        grad = jax.grad(lambda p: loss(p, params, batch, LMHParams(loss_weights=jnp.ones(1)), 8.0)[0])
+        return jax.jit(grad).lower(params).compile().memory_analysis().temp_size_in_bytes
+
+    logits_bytes = 16 * 49 * 16384 * 4  # [2B, T - logits_from, V] float32: 51 MB
+    full, chunked = temp_bytes(model), temp_bytes(dataclasses.replace(model, logits_chunk=4))
+    assert full > 2 * logits_bytes, (full, logits_bytes)
+    assert chunked < full / 5, (chunked, full)
+
+
 @pytest.mark.parametrize("outputs", [1, 3], ids=["scalar", "multi-objective"])
 def test_prefix_sharing_gives_the_concatenated_forwards_rewards_and_gradients(outputs):
     from rljax.lm.train import _pair_rewards, shared_prefix_length

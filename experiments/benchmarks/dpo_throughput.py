@@ -141,13 +141,14 @@ def random_pairs(rng, rows: int, prompt: int, completion: int, vocab: int, eos: 
 
 
 def rljax_throughput(preset: str = "cpu", steps: int = 20, chunk: int = 10, seed: int = 0,
-                     objective: str = "dpo", prefix_sharing: bool = False) -> dict:
-    """Compile seconds, step seconds and tokens/s of ``objective`` (``"dpo"`` or ``"reward"``) at ``preset``;
-    ``prefix_sharing``: each pair's prompt runs once (``LMTrainConfig.prefix_sharing``)."""
+                     objective: str = "dpo", prefix_sharing: bool = False, logits_chunk: int = 0) -> dict:
+    """Compile seconds, step seconds, tokens/s and XLA's temporary memory of ``objective`` (``"dpo"`` or
+    ``"reward"``) at ``preset``; ``prefix_sharing``: each pair's prompt runs once
+    (``LMTrainConfig.prefix_sharing``); ``logits_chunk``: ``LMConfig.logits_chunk`` (0: full logits)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
     spec = PRESETS[preset]
-    model = spec["model"]()
+    model = dataclasses.replace(spec["model"](), logits_chunk=logits_chunk)
     if objective == "reward":
         model = dataclasses.replace(model, heads=("reward",))
     pairs, T = spec["pairs"], spec["prompt"] + spec["completion"]
@@ -190,12 +191,13 @@ def rljax_throughput(preset: str = "cpu", steps: int = 20, chunk: int = 10, seed
     peak = peak_flops(device)
     flops = flops_per_step(model, computed, T, objective)
     result = {
-        "preset": preset, "objective": objective, "prefix_sharing": prefix_sharing,
+        "preset": preset, "objective": objective, "prefix_sharing": prefix_sharing, "logits_chunk": logits_chunk,
         "model": {"style": model.style, "hidden": model.hidden_size, "layers": model.num_layers, "heads": model.num_heads,
                   "vocab": model.vocab_size, "dtype": model.dtype, "param_dtype": model.param_dtype,
                   "params": int(model.num_params())},
         "pairs": pairs, "seq_len": T, "tokens_per_step": tokens, "token_positions_computed_per_step": computed,
         "compile_seconds": {"per_step": step_compile, "scanned": chunk_compile},
+        "update_temp_bytes": step_fn.memory_analysis().temp_size_in_bytes,  # XLA's buffers for one update
         "step_seconds": {"per_step_median": per_step, "per_step_all": times, "scanned": scanned},
         "tokens_per_second": {"per_step": tokens / per_step, "scanned": tokens / scanned},
         "model_flops_per_step": flops,
@@ -230,6 +232,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--chunk", type=int, default=10)
     parser.add_argument("--no-trl", action="store_true", help="skip the TRL baseline (e.g. where torch is absent)")
+    parser.add_argument("--logits-chunk", type=int, default=0, help="LMConfig.logits_chunk for both variants "
+                        "(0: full logits; N: N token positions unembedded at a time)")
     parser.add_argument("--out", help="default: runs/bench/<objective>_throughput.json")
     args = parser.parse_args(argv)
     args.out = args.out or f"runs/bench/{args.objective}_throughput.json"
@@ -238,11 +242,12 @@ def main(argv=None) -> dict:
     report = {
         "machine": {"platform": platform.platform(), "device": str(device), "device_kind": device.device_kind,
                     "cpus": len(os.sched_getaffinity(0)), "cpu": cpu_model(), "jax": jax.__version__},
-        "rljax": rljax_throughput(args.preset, args.steps, args.chunk, objective=args.objective),
+        "rljax": rljax_throughput(args.preset, args.steps, args.chunk, objective=args.objective,
+                                  logits_chunk=args.logits_chunk),
     }
     # The same training with each pair's prompt run once (TRL's trainers have no such option).
     report["rljax_prefix_sharing"] = rljax_throughput(args.preset, args.steps, args.chunk, objective=args.objective,
-                                                      prefix_sharing=True)
+                                                      prefix_sharing=True, logits_chunk=args.logits_chunk)
     variants = ["rljax", "rljax_prefix_sharing"]
     print(json.dumps({v: {k: report[v][k] for k in ("tokens_per_second", "compile_seconds")} for v in variants}, indent=1))
     if not args.no_trl and args.preset != "gpt2-124m-bf16":

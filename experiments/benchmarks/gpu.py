@@ -12,7 +12,8 @@ Breakout-MinAtar against one lifetime (``meta_es``); DPO on a 124M
 GPT-2-shaped model in bf16 (32 pairs x 512 tokens), tokens/s and model FLOPs
 utilisation (``dpo_throughput``'s ``gpt2-124m-bf16`` preset, which also times one bf16
 matmul of the model's largest shape, so the step's FLOP/s can be read against what
-the card reaches on a matmul alone as well as against its datasheet peak); PPO on brax ant
+the card reaches on a matmul alone as well as against its datasheet peak), with full
+and with chunked logits (``LMConfig.logits_chunk``); PPO on brax ant
 as halfcheetah; SAC on brax halfcheetah. Compile time is reported apart from
 run time (best of --repeats).
 
@@ -76,6 +77,11 @@ def cases(args) -> dict:
         "meta-es minatar": lambda: meta_es.measure("minatar", 4 if args.quick else 64,
                                                    meta_es.LIFETIME_UPDATES["minatar"], args.repeats, args.quick),
         "dpo gpt2-124m bf16": lambda: rljax_throughput("smoke" if args.quick else "gpt2-124m-bf16", steps=10, chunk=5),
+        # The same with the logits unembedded 64 positions of every row at a time: the [64 rows, 257 positions,
+        # 50257] float32 logits (3.3 GB per forward) are never held at once, for one more unembedding matmul in
+        # the backward.
+        "dpo gpt2-124m bf16 chunked logits": lambda: rljax_throughput(
+            "smoke" if args.quick else "gpt2-124m-bf16", steps=10, chunk=5, logits_chunk=4 if args.quick else 64),
         "ppo brax/ant": lambda: ppo_brax("brax/ant", args),
         "sac brax/halfcheetah": lambda: sac_halfcheetah(args),
     }
@@ -92,9 +98,9 @@ def claims(results: dict) -> dict:
             many["run_seconds"] < CARTPOLE_REFERENCE_RUN_SECONDS)
     if "meta-es minatar" in results:
         out["issue 8: population speed-up >= 20x"] = results["meta-es minatar"]["population_speedup"] >= 20
-    mfu = results.get("dpo gpt2-124m bf16", {}).get("mfu")
-    if mfu:
-        out["issue 4: DPO MFU >= 35%"] = max(mfu["per_step"], mfu["scanned"]) >= 0.35
+    mfus = [v["mfu"] for k, v in results.items() if k.startswith("dpo gpt2-124m") and "mfu" in v]
+    if mfus:
+        out["issue 4: DPO MFU >= 35%"] = max(max(m["per_step"], m["scanned"]) for m in mfus) >= 0.35
     return out
 
 

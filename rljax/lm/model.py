@@ -56,6 +56,10 @@ class LMConfig:
     scan_layers: bool = False  # one scanned block (params stacked on a leading L axis)
     heads: tuple[str, ...] = ("lm",)
     num_reward_outputs: int = 1  # k > 1: multi-objective reward head, rewards [B, k]
+    # Trainers' log-probs: 0 unembeds every scored position at once ([B, T, V] float32 logits);
+    # N > 0 unembeds N positions of every row at a time and recomputes them in the backward
+    # pass (chunked_token_logps), so only [B, N, V] logits are ever held.
+    logits_chunk: int = 0
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_position_embeddings"):
@@ -76,6 +80,7 @@ class LMConfig:
             )
         require(self.dim_per_head % 2 == 0 or self.style == "gpt2", f"LMConfig.head_dim: RoPE needs an even head dim, got {self.dim_per_head}")
         require(self.num_reward_outputs > 0, f"LMConfig.num_reward_outputs: expected >= 1, got {self.num_reward_outputs}")
+        require(self.logits_chunk >= 0, f"LMConfig.logits_chunk: expected 0 (no chunking) or a positive int, got {self.logits_chunk!r}")
 
     @property
     def kv_heads(self) -> int:
@@ -325,6 +330,8 @@ class LanguageModel(nn.Module):
     ``logits_from`` (static): logits only for positions ``logits_from..T-1``
     (``[B, T - logits_from, V]``); trainers skip the prompt positions that no
     row scores, as TRL computes log-probs only where there are labels.
+    ``compute_logits`` (static): False leaves ``logits`` None (the trainers' chunked
+    log-probs unembed ``hidden`` themselves: :func:`chunked_token_logps`).
     """
 
     config: LMConfig
@@ -333,6 +340,7 @@ class LanguageModel(nn.Module):
     def __call__(
         self, input_ids, attention_mask=None, positions=None, cache: KVCache | None = None, cache_index=0,
         logits_from: int = 0,
+        compute_logits: bool = True,
     ):
         c = self.config
         B, T = input_ids.shape
@@ -350,7 +358,7 @@ class LanguageModel(nn.Module):
         transformer = Transformer(c, name="transformer")
         hidden, cache = transformer(input_ids, positions, mask, cache, cache_index)
         out = {"hidden": hidden, "cache": cache}
-        if "lm" in c.heads:
+        if "lm" in c.heads and compute_logits:
             h = hidden[:, logits_from:]  # positions before it never predict a scored token: skip their unembedding
             logits = transformer.unembed(h) if c.tied else _dense(c, c.vocab_size, "lm_head", False)(h)
             out["logits"] = logits.astype(jnp.float32)
@@ -364,6 +372,49 @@ class LanguageModel(nn.Module):
             rewards = jnp.where(in_call[:, None], rewards, jnp.nan)  # [B, k]
             out["rewards"] = rewards[:, 0] if c.num_reward_outputs == 1 else rewards
         return LMOutput(**out)
+
+
+def unembedding(params, config: LMConfig) -> jax.Array:
+    """The LM head's weight ``[H, V]``: the embedding transposed when tied, else ``lm_head``'s kernel."""
+    if config.tied:
+        return params["transformer"]["embed"]["embedding"].T
+    return params["lm_head"]["kernel"]
+
+
+def chunked_token_logps(hidden, weight, input_ids, chunk_size: int, dtype: str = "float32"):
+    """``token_logps(hidden @ weight, input_ids)`` -> ``[B, T-1]`` without holding the ``[B, T-1, V]`` logits.
+
+    ``hidden`` [B, T, H] (the final norm's output at the positions scored), ``weight`` [H, V]
+    (:func:`unembedding`), ``input_ids`` [B, T]; ``dtype``: the model's compute dtype, in which
+    the unembedding runs as in :class:`LanguageModel` (log-softmax in float32). The T-1
+    predicting positions go through ``chunk_size`` at a time, every row at once (so a batch
+    sharded over devices stays sharded): each chunk's ``[B, chunk_size, V]`` logits are reduced
+    to log-probs and dropped, and recomputed in the backward pass (``jax.checkpoint``), as
+    fused linear cross-entropy kernels do. Costs one more unembedding matmul per
+    differentiated position; saves the logits' memory, which for a large vocabulary
+    dominates a training step's.
+    """
+    B, T, H = hidden.shape
+    if input_ids.shape != (B, T) or weight.ndim != 2 or weight.shape[0] != H:
+        raise ValueError(
+            f"chunked_token_logps: expected hidden [B, T, H], input_ids [B, T] and weight [H, V]; got hidden "
+            f"{hidden.shape}, input_ids {input_ids.shape}, weight {weight.shape}"
+        )
+    n = T - 1
+    num_chunks = -(-n // chunk_size)
+    pad = num_chunks * chunk_size - n  # padded positions score token 0 and are dropped below
+    h = jnp.pad(hidden[:, :-1], ((0, 0), (0, pad), (0, 0))).reshape(B, num_chunks, chunk_size, H)
+    targets = jnp.pad(input_ids[:, 1:], ((0, 0), (0, pad))).reshape(B, num_chunks, chunk_size)
+    compute = DTYPES[dtype]
+
+    @jax.checkpoint
+    def chunk_logps(h_chunk, target_chunk):  # [B, chunk_size, H], [B, chunk_size] -> [B, chunk_size]
+        logits = jnp.dot(h_chunk.astype(compute), weight.astype(compute)).astype(jnp.float32)
+        picked = jnp.take_along_axis(logits, target_chunk[..., None], axis=-1)[..., 0]
+        return picked - jax.nn.logsumexp(logits, axis=-1)
+
+    logps = jax.lax.map(lambda xs: chunk_logps(*xs), (h.swapaxes(0, 1), targets.swapaxes(0, 1)))
+    return logps.swapaxes(0, 1).reshape(B, num_chunks * chunk_size)[:, :n]
 
 
 def init_params(config: LMConfig, key: jax.Array, seq_len: int = 8):

@@ -164,10 +164,22 @@ def sequence_logps(params, config: LMConfig, input_ids, attention_mask, completi
     ``logits_from`` (static): the first position whose logits can matter (the
     earliest completion token of any row, minus one); earlier ones are skipped.
     """
-    logits = LanguageModel(config).apply({"params": params}, input_ids, attention_mask, logits_from=logits_from).logits
-    per_token = preference.token_logps(logits, input_ids[:, logits_from:])
+    out = LanguageModel(config).apply(
+        {"params": params}, input_ids, attention_mask, logits_from=logits_from, compute_logits=not config.logits_chunk
+    )  # fmt: skip
+    scores = out.hidden[:, logits_from:] if config.logits_chunk else out.logits
+    per_token = _token_logps(params, config, scores, input_ids[:, logits_from:])
     mask = completion_mask[:, logits_from:]
     return preference.sequence_logps(per_token, mask), preference.completion_lengths(mask)
+
+
+def _token_logps(params, config: LMConfig, scores, input_ids):
+    """Per-token log-probs [B, T-1] from the logits [B, T, V], or from the hidden states [B, T, H] in
+    chunks of ``config.logits_chunk`` positions (:func:`rljax.lm.model.chunked_token_logps`)."""
+    if config.logits_chunk:
+        weight = model_lib.unembedding(params, config)
+        return model_lib.chunked_token_logps(scores, weight, input_ids, config.logits_chunk, config.dtype)
+    return preference.token_logps(scores, input_ids)
 
 
 def both_sides(batch, field: str):
@@ -175,7 +187,7 @@ def both_sides(batch, field: str):
     return jnp.concatenate([batch[f"chosen_{field}"], batch[f"rejected_{field}"]])
 
 
-def shared_prefix_apply(params, config: LMConfig, batch, shared_prefix: int):
+def shared_prefix_apply(params, config: LMConfig, batch, shared_prefix: int, compute_logits: bool = True):
     """The model on the 2B rows ``[chosen; rejected]`` with their common prompt run once: ``(prefix, rest)``.
 
     Prefix sharing (Wang and Hegde 2024, "Accelerating Direct Preference Optimization with Prefix
@@ -192,24 +204,28 @@ def shared_prefix_apply(params, config: LMConfig, batch, shared_prefix: int):
     B, T = batch["chosen_input_ids"].shape
     prefix = model.apply(
         {"params": params}, batch["chosen_input_ids"][:, :m], batch["chosen_attention_mask"][:, :m],
-        cache=model_lib.KVCache.init(config, B, m), logits_from=m - 1,
+        cache=model_lib.KVCache.init(config, B, m), logits_from=m - 1, compute_logits=compute_logits,
     )  # fmt: skip
     # One copy of the prompt's keys and values per side, with T - m empty slots for the rest's.
     twice = lambda kv: jnp.concatenate([kv, kv], axis=1)  # noqa: E731  [L, B, m, K, D] -> [L, 2B, m, K, D]
     cache = jax.tree.map(lambda kv: jnp.pad(twice(kv), ((0, 0), (0, 0), (0, T - m), (0, 0), (0, 0))), prefix.cache)
     ids = both_sides(batch, "input_ids")
-    rest = model.apply({"params": params}, ids[:, m:], both_sides(batch, "attention_mask"), cache=cache, cache_index=m)
+    rest = model.apply(
+        {"params": params}, ids[:, m:], both_sides(batch, "attention_mask"), cache=cache, cache_index=m,
+        compute_logits=compute_logits,
+    )  # fmt: skip
     return prefix, rest
 
 
 def shared_prefix_pair_logps(params, config: LMConfig, batch, shared_prefix: int):
     """:func:`sequence_logps` of the 2B rows ``[chosen; rejected]`` with their common prompt run once
     (:func:`shared_prefix_apply`)."""
-    prefix, rest = shared_prefix_apply(params, config, batch, shared_prefix)
+    prefix, rest = shared_prefix_apply(params, config, batch, shared_prefix, compute_logits=not config.logits_chunk)
     m = shared_prefix
-    # Logits of positions m - 1 (the prompt's last token, which predicts token m) .. T - 1.
-    logits = jnp.concatenate([jnp.concatenate([prefix.logits, prefix.logits]), rest.logits], axis=1)
-    per_token = preference.token_logps(logits, both_sides(batch, "input_ids")[:, m - 1 :])
+    # Logits (or hidden states) of positions m - 1 (the prompt's last token, which predicts token m) .. T - 1.
+    first, others = (prefix.hidden[:, m - 1 :], rest.hidden) if config.logits_chunk else (prefix.logits, rest.logits)
+    scores = jnp.concatenate([jnp.concatenate([first, first]), others], axis=1)
+    per_token = _token_logps(params, config, scores, both_sides(batch, "input_ids")[:, m - 1 :])
     mask = both_sides(batch, "completion_mask")[:, m - 1 :]
     return preference.sequence_logps(per_token, mask), preference.completion_lengths(mask)
 
