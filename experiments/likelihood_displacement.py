@@ -152,7 +152,9 @@ PAIR_KINDS = ("synonym", "wrong_class", "other_prompt", "truncated", "extended")
 FILTERS = ("ches", "ln_ches", "random")
 TERTILES = ("bottom", "middle", "top")
 SPEARMAN_THRESHOLD = 0.5
-DPO_OPTIMIZERS = ("rmsprop", "adamw")  # rmsprop: the paper's DPO runs; adamw: this experiment's previous result
+# rmsprop: the paper's DPO runs; adamw: this experiment's previous result; sgd: plain gradient steps, whose first
+# step is the first-order change that CHES's theory describes (a diagnostic: --optimizer sgd --set pair_steps=1)
+DPO_OPTIMIZERS = ("rmsprop", "adamw", "sgd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -577,7 +579,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--optimizer", choices=DPO_OPTIMIZERS, default="rmsprop",
         help="optimiser of every DPO run (default rmsprop, the paper's; adamw with --set dpo_max_grad_norm=1 "
-        "reproduces the previous AdamW result)",
+        "reproduces the previous AdamW result; sgd with --set pair_steps=1 measures the first-order change)",
     )
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a Setup field")
     add_run_arguments(parser, NAME)

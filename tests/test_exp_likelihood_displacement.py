@@ -68,7 +68,7 @@ def test_bad_setup_names_the_field():
     with pytest.raises(ConfigError, match="num_pairs"):
         ld.Setup(num_pairs=100)  # not divisible by 3
     with pytest.raises(ConfigError, match="dpo_optimizer"):
-        ld.Setup(dpo_optimizer="sgd")
+        ld.Setup(dpo_optimizer="lion")
     with pytest.raises(ConfigError, match="dpo_max_grad_norm"):
         ld.Setup(dpo_max_grad_norm=-1.0)
 
@@ -106,8 +106,9 @@ def test_optimizer_flag_defaults_to_rmsprop():
     ld.add_arguments(parser)
     assert parser.parse_args([]).optimizer == "rmsprop" == ld.Setup().dpo_optimizer
     assert parser.parse_args(["--optimizer", "adamw"]).optimizer == "adamw"
+    assert parser.parse_args(["--optimizer", "sgd"]).optimizer == "sgd"  # the first-order diagnostic
     with pytest.raises(SystemExit):
-        parser.parse_args(["--optimizer", "sgd"])
+        parser.parse_args(["--optimizer", "lion"])
 
 
 def _finite(x):
