@@ -54,7 +54,10 @@ Design (one "seed" = an independent task, SFT model and pair set):
    SFT model (the paper's Section 5 quantity); the largest decrease over training (its Section 3
    quantity) is reported too. Library trainer with one pair as its data set, ``lax.map`` in chunks
    of a ``vmap``. Reported: Spearman(CHES, -Delta) and Spearman(ln-CHES, -Delta) per seed and
-   pooled, mean Delta per CHES tertile, per pair kind; lr 3e-4 as a robustness check.
+   pooled, mean Delta per CHES tertile, per pair kind; lr 3e-4 as a robustness check. Also, as a
+   reference for the proxy (not part of the claim): the same for ``gradient_ches``, CHES's exact
+   first-order counterpart over every parameter's gradient (``make_gradient_ches``), and
+   Spearman(CHES, gradient CHES).
 4. **CHES-tertile subsets** (the paper's Figure 2). DPO on each CHES tertile of the pairs alone
    (``dpo_steps`` = 240 updates, batch 16, lr 1e-4), Delta log pi(y+) averaged over that tertile's
    own pairs at the end.
@@ -357,23 +360,45 @@ def stack(dicts):
 # ---------------------------------------------------------------------------
 
 
+def side_outputs(model: LMConfig, params, data, name: str):
+    """One side (``name``: "chosen" or "rejected") of pairs ``[N, T]``: (hidden [N, T, H], completion mask, log pi [N])."""
+    ids, attn, mask = (data[f"{name}_{f}"] for f in ("input_ids", "attention_mask", "completion_mask"))
+    out = LanguageModel(model).apply({"params": params}, ids, attn)
+    return out.hidden, mask, preference.sequence_logps(preference.token_logps(out.logits, ids), mask)
+
+
 def make_forward(model: LMConfig):
     """``(params, pairs) -> (ches, ln_ches, logp_chosen, logp_rejected)``, each [N]."""
 
-    def side(params, data, name):
-        ids, attn, mask = (data[f"{name}_{f}"] for f in ("input_ids", "attention_mask", "completion_mask"))
-        out = LanguageModel(model).apply({"params": params}, ids, attn)
-        logps = preference.sequence_logps(preference.token_logps(out.logits, ids), mask)
-        return out.hidden, mask, logps
-
     def forward(params, data):
-        h_c, m_c, lp_c = side(params, data, "chosen")
-        h_r, m_r, lp_r = side(params, data, "rejected")
+        h_c, m_c, lp_c = side_outputs(model, params, data, "chosen")
+        h_r, m_r, lp_r = side_outputs(model, params, data, "rejected")
         ches = preference.ches_score(h_c, m_c, h_r, m_r, length_normalized=False)
         ln_ches = preference.ches_score(h_c, m_c, h_r, m_r, length_normalized=True)
         return ches, ln_ches, lp_c, lp_r
 
     return forward
+
+
+def make_gradient_ches(model: LMConfig, chunk: int):
+    """``(params, pairs [N, T]) -> [N]``: CHES's exact first-order counterpart ``<g+, g-> - ||g+||^2``,
+    ``g+-`` = the gradient of log pi(y+- | x) over every parameter.
+
+    One plain gradient step (rate lr) of DPO on a pair alone, from its reference, changes log pi(y+) by
+    ``-lr beta / 2`` times this, to first order, so it ranks ``-Delta log pi(y+)`` of ``--optimizer sgd
+    --set pair_steps=1`` almost exactly. CHES is the same inner product over the last hidden states only
+    (exact in the unconstrained-features model of the paper's analysis); how well the two agree measures
+    the proxy. ``chunk`` pairs at a time keep two gradient copies per pair in memory.
+    """
+
+    def one(params, row):
+        row = jax.tree.map(lambda x: x[None], row)
+        logp = lambda p, name: side_outputs(model, p, row, name)[2][0]  # noqa: E731
+        g_c, g_r = jax.grad(logp)(params, "chosen"), jax.grad(logp)(params, "rejected")
+        dot = lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
+        return dot(g_c, g_r) - dot(g_c, g_c)
+
+    return lambda params, pairs: jax.lax.map(lambda row: one(params, row), pairs, batch_size=chunk)
 
 
 def train_sft(setup: Setup, sft_sets):
@@ -621,6 +646,7 @@ def main(args: argparse.Namespace) -> dict:
     # The SFT model is also the DPO reference; the trainers precompute its log-probs (reference="precomputed").
     ches, ln_ches, ref_c, ref_r = forward(sft_params, pairs)
     ches, ln_ches, lp0_c, lp0_r = (np.asarray(x, np.float64) for x in (ches, ln_ches, ref_c, ref_r))
+    gradient_ches = np.asarray(over_seeds(jax.jit(make_gradient_ches(model, setup.pair_chunk)), sft_params, pairs), np.float64)
 
     # 3. single-pair DPO, every pair alone, at each learning rate of the sweep
     t0 = time.perf_counter()
@@ -659,7 +685,8 @@ def main(args: argparse.Namespace) -> dict:
     timings["pair_set_dpo"] = time.perf_counter() - t0
     say(f"pair-set DPO: {len(train_rows)} runs x {setup.seeds} seeds x {setup.dpo_steps} updates, {timings['pair_set_dpo']:.0f} s")
 
-    result = summarize(setup, ches, ln_ches, kinds, edits, delta, delta_rejected, (lp0_c, lp0_r), kept, tertile_rows, dpo_delta, dpo_loss)
+    result = summarize(setup, ches, ln_ches, gradient_ches, kinds, edits, delta, delta_rejected, (lp0_c, lp0_r), kept,
+                       tertile_rows, dpo_delta, dpo_loss)
     result |= {
         "quick": bool(args.quick),
         "sft": {
@@ -688,7 +715,9 @@ def main(args: argparse.Namespace) -> dict:
     sp, filt, claims = result["single_pair"], result["filtering"], result["claims"]
     say(f"Spearman(CHES, -Δ log π(y+)) per seed {[round(r['rho'], 3) for r in sp['spearman_per_seed']['ches']]} "
         f"(mean {sp['spearman_mean']['ches']['mean']:.3f}); ln-CHES "
-        f"{[round(r['rho'], 3) for r in sp['spearman_per_seed']['ln_ches']]}")
+        f"{[round(r['rho'], 3) for r in sp['spearman_per_seed']['ln_ches']]}; gradient CHES (exact first order) "
+        f"{[round(r['rho'], 3) for r in sp['spearman_per_seed']['gradient_ches']]}; "
+        f"Spearman(CHES, gradient CHES) {[round(r['rho'], 3) for r in sp['ches_vs_gradient_ches']]}")
     say(f"single-pair: {sp['fraction_pairs_with_drop']:.0%} of pairs drop, final DPO loss median "
         f"{sp['final_dpo_loss']['median']:.3f}; Spearman(CHES, largest decrease) "
         f"{sp['largest_decrease']['spearman_mean']['ches']['mean']:.3f}")
@@ -715,12 +744,13 @@ def largest_decrease(delta) -> np.ndarray:
     return (np.maximum.accumulate(d, axis=-2) - d).max(axis=-2)
 
 
-def summarize(setup: Setup, ches, ln_ches, kinds, edits, delta, delta_rejected, ref, kept, tertile_rows, dpo_delta, dpo_loss) -> dict:
+def summarize(setup: Setup, ches, ln_ches, gradient_ches, kinds, edits, delta, delta_rejected, ref, kept, tertile_rows, dpo_delta,
+              dpo_loss) -> dict:
     """The numbers of result.json. Shapes: scores, kinds, edits [S, N]; delta[lr] [S, pair_steps, N];
     ref = SFT log pi(y+), log pi(y-) [S, N]; kept[filter] [S, num_kept]; tertile_rows [S, 3, N/3];
     dpo_delta[run] [S, checkpoints, N]; dpo_loss[run] [S, dpo_steps]."""
     S, N = ches.shape
-    scores = (("ches", ches), ("ln_ches", ln_ches))
+    scores = (("ches", ches), ("ln_ches", ln_ches), ("gradient_ches", gradient_ches))
     main_delta = delta[setup.pair_learning_rate][:, -1]
     drop = -main_delta
     per_seed = {key: [spearman(score[s], drop[s]) for s in range(S)] for key, score in scores}
@@ -861,6 +891,8 @@ def summarize(setup: Setup, ches, ln_ches, kinds, edits, delta, delta_rejected, 
             "spearman_per_seed": per_seed,
             "spearman_mean": rho,
             "spearman_pooled": {key: spearman(score.ravel(), drop.ravel()) for key, score in scores},
+            # How well CHES (last hidden states) ranks pairs as its exact first-order counterpart does.
+            "ches_vs_gradient_ches": [spearman(ches[s], gradient_ches[s]) for s in range(S)],
             "largest_decrease": {
                 "spearman_per_seed": per_seed_largest,
                 "spearman_mean": {key: mean_ci95([r["rho"] for r in per_seed_largest[key]]) for key, _ in scores},
