@@ -17,6 +17,7 @@ tokenizer). ``--init DIR`` starts from the last checkpoint of an earlier run
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -69,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     if name in ("dpo", "reward-model"):
         parser.add_argument("--prefix-sharing", action="store_true", help="run each pair's prompt once, for both "
                             "completions (the same training up to rounding, fewer FLOPs)")
+    if name in ("sft", "dpo"):
+        parser.add_argument("--logits-chunk", type=int, default=0, help="LMConfig.logits_chunk: unembed N positions "
+                            "of every row at a time, never holding all the logits (0: all at once)")
     add_run_arguments(parser, name)
 
 
@@ -103,6 +107,8 @@ def params_from_run(run_dir: str, like):
 def run(name: str, args: argparse.Namespace) -> dict:
     objective = OBJECTIVES[name]
     model, params, default_tokenizer = load_model(args.model, objective)
+    if objective != "reward":
+        model = dataclasses.replace(model, logits_chunk=args.logits_chunk)
     tokenizer = load_tokenizer(args.tokenizer or default_tokenizer)
     check_vocab(tokenizer, model.vocab_size)
     loader = data_lib.load_sft_jsonl if objective == "sft" else data_lib.load_preference_jsonl

@@ -38,7 +38,8 @@ def test_sft_then_dpo_from_its_checkpoint(files, tmp_path):
 
     dpo_out = tmp_path / "dpo"
     cli(["dpo", "--data", files[1], "--init", str(sft_out), "--loss-type", "sigmoid", "sft",
-         "--loss-weights", "1", "0.01", "--lr", "1e-3", "--epochs", "2", "--prefix-sharing", "--out", str(dpo_out), *TINY])
+         "--loss-weights", "1", "0.01", "--lr", "1e-3", "--epochs", "2", "--prefix-sharing", "--logits-chunk", "4",
+         "--out", str(dpo_out), *TINY])
     records = [json.loads(line) for line in (dpo_out / "metrics.jsonl").read_text().splitlines()]
     first = records[0]
     # started from the SFT params (not a random init): the reference is the SFT model, so the first
@@ -49,6 +50,7 @@ def test_sft_then_dpo_from_its_checkpoint(files, tmp_path):
     config = json.loads((dpo_out / "config.json").read_text())
     assert config["config"]["loss_types"] == ["sigmoid", "sft"] and config["hparams"]["loss_weights"] == [1.0, 0.01]
     assert config["config"]["prefix_sharing"]  # "say <word>:" runs once per pair
+    assert config["config"]["model"]["logits_chunk"] == 4
 
 
 def test_reward_model_cli(files, tmp_path):
