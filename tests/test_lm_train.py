@@ -240,9 +240,8 @@ def test_prefix_sharing_gives_the_concatenated_forwards_logps_and_gradients(mode
     assert tree_max_diff(g_cat, g_shared) < 1e-5 * max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_cat))
 
 
-@pytest.mark.parametrize("model", [MODEL, LMConfig(VOCAB, 32, 2, 4, style="gpt2", max_position_embeddings=16)],
-                         ids=["llama-untied", "gpt2-tied"])
-@pytest.mark.parametrize("shared", [False, True], ids=["concatenated", "prefix-sharing"])
+@pytest.mark.parametrize("model, shared", [(MODEL, False), (LMConfig(VOCAB, 32, 2, 4, style="gpt2", max_position_embeddings=16), True)],
+                         ids=["llama-untied-concatenated", "gpt2-tied-prefix-sharing"])  # each head and each path once
 def test_chunked_logits_give_the_full_logits_logps_and_gradients(model, shared):
     """``LMConfig.logits_chunk``: the same log-probs and gradients as unembedding every position at once, for
     a chunk that does not divide the positions (2: the last chunk is padded) and one longer than the rows."""
