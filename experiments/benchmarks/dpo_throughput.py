@@ -140,23 +140,30 @@ def random_pairs(rng, rows: int, prompt: int, completion: int, vocab: int, eos: 
                 rejected_input_ids=ri, rejected_attention_mask=ra, rejected_completion_mask=rc)
 
 
-def rljax_throughput(preset: str = "cpu", steps: int = 20, chunk: int = 10, seed: int = 0,
-                     objective: str = "dpo", prefix_sharing: bool = False, logits_chunk: int = 0) -> dict:
-    """Compile seconds, step seconds, tokens/s and XLA's temporary memory of ``objective`` (``"dpo"`` or
-    ``"reward"``) at ``preset``; ``prefix_sharing``: each pair's prompt runs once
-    (``LMTrainConfig.prefix_sharing``); ``logits_chunk``: ``LMConfig.logits_chunk`` (0: full logits)."""
+def make_trainer(preset: str, objective: str, rows: int, prefix_sharing: bool = False, logits_chunk: int = 0,
+                 seed: int = 0):
+    """``(trainer, model)``: the benchmark's LM trainer for ``objective`` at ``preset`` on ``rows`` random pairs
+    (sigmoid loss for DPO, the reference forward every step; a reward head alone for ``"reward"``)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
     spec = PRESETS[preset]
     model = dataclasses.replace(spec["model"](), logits_chunk=logits_chunk)
     if objective == "reward":
         model = dataclasses.replace(model, heads=("reward",))
-    pairs, T = spec["pairs"], spec["prompt"] + spec["completion"]
-    rows = pairs * max(steps, chunk)
     data = random_pairs(np.random.default_rng(seed), rows, spec["prompt"], spec["completion"], model.vocab_size)
-    config = LMTrainConfig(model=model, objective=objective, loss_types=("sigmoid",), batch_size=pairs,
+    config = LMTrainConfig(model=model, objective=objective, loss_types=("sigmoid",), batch_size=spec["pairs"],
                            num_epochs=10_000, prefix_sharing=prefix_sharing)
-    trainer = make_train(config, data)
+    return make_train(config, data), model
+
+
+def rljax_throughput(preset: str = "cpu", steps: int = 20, chunk: int = 10, seed: int = 0,
+                     objective: str = "dpo", prefix_sharing: bool = False, logits_chunk: int = 0) -> dict:
+    """Compile seconds, step seconds, tokens/s and XLA's temporary memory of ``objective`` (``"dpo"`` or
+    ``"reward"``) at ``preset``; ``prefix_sharing``: each pair's prompt runs once
+    (``LMTrainConfig.prefix_sharing``); ``logits_chunk``: ``LMConfig.logits_chunk`` (0: full logits)."""
+    spec = PRESETS[preset]
+    pairs, T = spec["pairs"], spec["prompt"] + spec["completion"]
+    trainer, model = make_trainer(preset, objective, pairs * max(steps, chunk), prefix_sharing, logits_chunk, seed)
     hp = LMHParams(learning_rate=1e-4, beta=0.1)
     state = jax.jit(trainer.init)(jax.random.key(seed), hp)
     jax.block_until_ready(state)

@@ -4,8 +4,8 @@
     python -m experiments.benchmarks.lm_memory --preset cpu --chunks 0,8 --out /tmp/lm_memory.json
 
 For each ``LMConfig.logits_chunk`` in ``--chunks`` (0: unembed every scored position at
-once, [2B, T, V] float32 logits), the DPO update of a ``dpo_throughput`` preset (sigmoid
-loss, the reference forward on every step, AdamW) is lowered and compiled for the default
+once, [2B, T, V] float32 logits), the DPO update of a ``dpo_throughput`` preset (its
+``make_trainer``: sigmoid loss, the reference forward on every step, AdamW) is lowered and compiled for the default
 device from abstract shapes. Nothing runs, so the 124M model's figures come out on a CPU
 in a minute or two. The report gives XLA's temporary-buffer bytes (``memory_analysis``:
 activations, logits, gradients in flight; params and optimiser state are the arguments and
@@ -17,24 +17,19 @@ trains.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 import jax
-import numpy as np
 
-from experiments.benchmarks.dpo_throughput import PRESETS, random_pairs
+from experiments.benchmarks.dpo_throughput import PRESETS, make_trainer
 from experiments.benchmarks.throughput import write_report
-from rljax.lm.train import LMHParams, LMTrainConfig, make_train
+from rljax.lm.train import LMHParams
 
 
 def update_memory(preset: str, logits_chunk: int, prefix_sharing: bool = False) -> dict:
     """Temporary bytes and compile seconds of one DPO update at ``preset`` with ``LMConfig.logits_chunk``."""
     spec = PRESETS[preset]
-    model = dataclasses.replace(spec["model"](), logits_chunk=logits_chunk)
-    data = random_pairs(np.random.default_rng(0), spec["pairs"], spec["prompt"], spec["completion"], model.vocab_size)
-    config = LMTrainConfig(model=model, objective="dpo", batch_size=spec["pairs"], prefix_sharing=prefix_sharing)
-    trainer = make_train(config, data)
+    trainer, model = make_trainer(preset, "dpo", spec["pairs"], prefix_sharing, logits_chunk)
     state = jax.eval_shape(trainer.init, jax.random.key(0), LMHParams())  # shapes only: no params are made
     start = time.perf_counter()
     compiled = jax.jit(trainer.update, donate_argnums=0).lower(state).compile()

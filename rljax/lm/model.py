@@ -406,10 +406,11 @@ def chunked_token_logps(hidden, weight, input_ids, chunk_size: int, dtype: str =
     h = jnp.pad(hidden[:, :-1], ((0, 0), (0, pad), (0, 0))).reshape(B, num_chunks, chunk_size, H)
     targets = jnp.pad(input_ids[:, 1:], ((0, 0), (0, pad))).reshape(B, num_chunks, chunk_size)
     compute = DTYPES[dtype]
+    weight = weight.astype(compute)  # once, not per chunk
 
     @jax.checkpoint
     def chunk_logps(h_chunk, target_chunk):  # [B, chunk_size, H], [B, chunk_size] -> [B, chunk_size]
-        logits = jnp.dot(h_chunk.astype(compute), weight.astype(compute)).astype(jnp.float32)
+        logits = jnp.dot(h_chunk.astype(compute), weight).astype(jnp.float32)
         picked = jnp.take_along_axis(logits, target_chunk[..., None], axis=-1)[..., 0]
         return picked - jax.nn.logsumexp(logits, axis=-1)
 
