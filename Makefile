@@ -34,7 +34,8 @@ FAST_COMPILE := XLA_FLAGS="$(XLA_FLAGS) --xla_backend_optimization_level=1"
 test: $(STAMP)
 	$(TEST_ENV) $(FAST_COMPILE) $(BIN)/python -m pytest -n 2 --dist loadfile -q
 
-# Whole programs: the notebooks, the 8-device sharding check, the benchmarks' smoke runs. CI runs it after `test`.
+# Whole programs: every experiment's --quick run (but those on brax: slow), the notebooks, the 8-device
+# sharding check, the benchmarks' smoke runs. CI runs it after `test`.
 test-integration: $(STAMP)
 	$(TEST_ENV) $(FAST_COMPILE) $(BIN)/python -m pytest -m integration -n 2 --dist loadfile -q
 

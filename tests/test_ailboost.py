@@ -131,7 +131,7 @@ def test_config_errors_name_the_field():
         ailboost.make_env(ailboost.AILBoostConfig(env="gymnax/CartPole-v1"))
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_quick_cli_writes_every_output(tmp_path, pendulum_demos, run_experiment):
     demos = dict(pendulum_demos.metadata, expert_return=-150.0, random_return=-1200.0)
     dataset_lib.save(dataclasses.replace(pendulum_demos, metadata=demos), str(tmp_path / "demos"))

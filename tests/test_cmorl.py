@@ -153,7 +153,7 @@ def test_stage1_preferences_and_config_errors():
         cmorl.make_extension(config)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_quick_cli_writes_outputs(run_experiment):
     _, result = run_experiment("cmorl-dst", "--quick", "--seeds", "1", files=("fronts.png",))
     assert set(result["methods"]) == {"cmorl", "stage1_only", "stage1"}

@@ -120,6 +120,7 @@ def _finite(x):
     return not isinstance(x, float) or math.isfinite(x)
 
 
+@pytest.mark.integration
 def test_quick_run_writes_finite_outputs(tmp_path):
     out = tmp_path / "run"
     cli(["likelihood-displacement", "--quick", "--no-progress", "--out", str(out)])

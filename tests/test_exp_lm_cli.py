@@ -28,6 +28,7 @@ def files(tmp_path_factory):
 TINY = ["--batch-size", "6", "--no-progress", "--max-length", "24"]
 
 
+@pytest.mark.integration
 def test_sft_then_dpo_from_its_checkpoint(files, tmp_path):
     sft_out = tmp_path / "sft"
     cli(["sft", "--data", files[0], "--epochs", "3", "--lr", "3e-3", "--out", str(sft_out), *TINY])
@@ -53,6 +54,7 @@ def test_sft_then_dpo_from_its_checkpoint(files, tmp_path):
     assert config["config"]["model"]["logits_chunk"] == 4
 
 
+@pytest.mark.integration
 def test_reward_model_cli(files, tmp_path):
     out = tmp_path / "rm"
     cli(["reward-model", "--data", files[1], "--epochs", "2", "--lr", "1e-3", "--prefix-sharing", "--out", str(out), *TINY])

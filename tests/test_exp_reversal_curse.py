@@ -14,6 +14,7 @@ CLAIMS = ["forward_p2d_only", "forward_d2p_only", "reverse_p2d_only_at_chance", 
           "both_p2d", "both_d2p", "logprob_no_preference", "all"]
 
 
+@pytest.mark.integration
 def test_quick_run_writes_all_outputs(tmp_path):
     out = tmp_path / "run"
     cli(["reversal-curse", "--quick", "--seeds", "2", "--out", str(out), "--no-progress"])

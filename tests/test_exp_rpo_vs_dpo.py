@@ -18,6 +18,7 @@ def _finite(x) -> bool:
     return True
 
 
+@pytest.mark.integration
 def test_quick_run_writes_all_outputs(tmp_path):
     out = tmp_path / "rpo"
     cli(["rpo-vs-dpo", "--quick", "--no-progress", "--out", str(out)])

@@ -30,7 +30,7 @@ def test_relative_change_and_difference_interval():
     assert d["ci95_low"] == pytest.approx(2.0 - 1.96 * np.sqrt(1.0 / 3))
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_quick_run_writes_everything_and_resumes(tmp_path):
     out = tmp_path / "run"
     cli(["talpo-cartpole", "--quick", "--no-progress", "--out", str(out)])

@@ -261,7 +261,7 @@ def test_config_errors_name_the_field(pendulum_data):
 # ---------------------------------------------------------------- the experiment
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_quick_cli_writes_every_output(tmp_path, pendulum_data):
     data = pendulum_data[0]
     data = dataclasses.replace(data, metadata={**data.metadata, "policy_return": -200.0})

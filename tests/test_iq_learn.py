@@ -289,6 +289,7 @@ def test_init_from_trains_other_demonstrations_of_the_same_shapes():
 # ---------------------------------------------------------------- (d) the experiment
 
 
+@pytest.mark.integration
 def test_quick_cli_run_writes_result_and_plot(tmp_path):
     out = tmp_path / "run"
     assert cli(["iqlearn", "--quick", "--seeds", "2", "--out", str(out), "--no-progress"]) == 0

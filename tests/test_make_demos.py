@@ -42,6 +42,7 @@ def test_sac_expert_actions_are_in_the_env_box():
     assert np.abs(data.action).max() <= 2.0 and np.abs(data.action).max() > 1.0  # Pendulum's box is [-2, 2]
 
 
+@pytest.mark.integration
 def test_make_demos_cli_from_a_saved_run(tmp_path, capsys):
     run = tmp_path / "ppo_run"
     assert cli(["ppo", "--env", "gymnax/CartPole-v1", "--seeds", "2", "--total-steps", "2048", "--out", str(run),

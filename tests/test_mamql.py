@@ -439,7 +439,7 @@ def test_bad_configs_and_data_name_the_field():
 # ------------------------------------------------------------------ the experiment
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_quick_run_writes_all_outputs(tmp_path):
     out = tmp_path / "run"
     cli(["mamql-gems", "--quick", "--out", str(out), "--no-progress"])

@@ -266,7 +266,7 @@ def test_train_vmaps_over_seeds_and_tb_fits_a_tiny_grid(method):
 # ---------------------------------------------------------------- the experiment
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_quick_cli_writes_every_output(run_experiment):
     out, result = run_experiment("mogfn-hypergrid", "--quick", "--set", "learning_rate=3e-3",
                                  files=("metrics.jsonl", "front.png", "l1.png"))

@@ -281,7 +281,7 @@ def test_claim_orders_the_perturbed_start_means():
     assert experiment.check_claim({"semi": rules(0, 0, 0)["semi"]})["holds"] is None
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_quick_cli_writes_every_output(run_experiment):
     out, result = run_experiment("odice", "--quick", "--rules", "orthogonal",
                                  files=("returns.png", "curves.png", "dataset.npz", "dataset.json",

@@ -307,7 +307,7 @@ def _random_demos(path):
     dataset_lib.save(dataclasses.replace(data, metadata=meta), str(path))
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_quick_cli_writes_every_output(tmp_path, run_experiment):
     _random_demos(tmp_path / "demos")
     _, result = run_experiment("recoil", "--quick", "--demos", str(tmp_path / "demos"), "--random-episodes", "2",
