@@ -147,6 +147,7 @@ from rljax.lm.data import PreferenceData, tokenize_preferences, tokenize_sft
 from rljax.lm.model import LanguageModel, LMConfig
 from rljax.lm.train import SEQUENCE_FIELDS, LMHParams, LMTrainConfig, make_train
 from rljax.losses import preference
+from rljax.losses.dice import tree_dot
 from rljax.core.plotting import plt, save_figure
 
 NAME = "likelihood-displacement"
@@ -395,8 +396,7 @@ def make_gradient_ches(model: LMConfig, chunk: int):
         row = jax.tree.map(lambda x: x[None], row)
         logp = lambda p, name: side_outputs(model, p, row, name)[2][0]  # noqa: E731
         g_c, g_r = jax.grad(logp)(params, "chosen"), jax.grad(logp)(params, "rejected")
-        dot = lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
-        return dot(g_c, g_r) - dot(g_c, g_c)
+        return tree_dot(g_c, g_r) - tree_dot(g_c, g_c)
 
     return lambda params, pairs: jax.lax.map(lambda row: one(params, row), pairs, batch_size=chunk)
 
