@@ -117,11 +117,16 @@ def test_gpu_benchmark_quick_runs_on_cpu(tmp_path):
     report = gpu.main(["--quick", "--repeats", "1", "--out", str(tmp_path / "g.json")])
     assert set(report["results"]) == {"ppo brax/halfcheetah", "ppo brax/ant", "ppo CartPole 1 seeds",
                                       "ppo CartPole 4 seeds", "sac brax/halfcheetah", "dpo gpt2-124m bf16",
-                                      "dpo gpt2-124m bf16 chunked logits", "meta-es minatar", "claims"}
+                                      "dpo gpt2-124m attention cudnn = xla", "dpo gpt2-124m bf16 cudnn attention",
+                                      "dpo gpt2-124m bf16 chunked logits",
+                                      "dpo gpt2-124m bf16 cudnn attention chunked logits", "meta-es minatar", "claims"}
     for name, logits_chunk in (("dpo gpt2-124m bf16", 0), ("dpo gpt2-124m bf16 chunked logits", 4)):
         assert report["results"][name]["preset"] == "smoke"
         assert report["results"][name]["logits_chunk"] == logits_chunk
         assert report["results"][name]["tokens_per_second"]["scanned"] > 0
+    for name in ("dpo gpt2-124m attention cudnn = xla", "dpo gpt2-124m bf16 cudnn attention",
+                 "dpo gpt2-124m bf16 cudnn attention chunked logits"):
+        assert report["results"][name] == {"skipped": "cuDNN attention needs an NVIDIA GPU; the backend is 'cpu'"}
     assert json.loads((tmp_path / "g.json").read_text())["results"].keys() == report["results"].keys()
 
 
@@ -137,6 +142,8 @@ def test_gpu_benchmark_records_a_failing_case_and_runs_the_rest(tmp_path, monkey
         "meta-es minatar": broken,
         "ppo CartPole 256 seeds": lambda: ran.append("cartpole") or {"seeds": 256, "run_seconds": 9.3},
         "dpo gpt2-124m bf16": lambda: {"mfu": {"per_step": 0.30, "scanned": 0.36}},
+        "dpo gpt2-124m attention cudnn = xla": lambda: {"max_abs_diff": {"out": 0.02, "dq": 0.3},
+                                                        "max_abs": {"out": 1.0, "dq": 10.0}},
     })
     out = tmp_path / "g.json"
     with pytest.raises(RuntimeError, match=r"cases \['meta-es minatar'\] raised"):
@@ -147,11 +154,33 @@ def test_gpu_benchmark_records_a_failing_case_and_runs_the_rest(tmp_path, monkey
     # The thresholds of issues 3 and 4, on the cases that ran (the failed one has no claim).
     assert results["claims"] == {"issue 3: ppo halfcheetah >= 0.6 x raw env": False,
                                  "issue 3: CartPole 256 seeds run < 9.4 s": True,
-                                 "issue 4: DPO MFU >= 35%": True}
+                                 "issue 4: DPO MFU >= 35%": True,
+                                 "cudnn attention = xla to 0.02 of the largest entry": False}  # dq: 0.3 > 0.2
     report = gpu.main(["--only", "cartpole", "--out", str(out)])
     assert list(report["results"]) == ["ppo CartPole 256 seeds", "claims"]
     with pytest.raises(ValueError, match=r"--only 'cartpol3': no case matches; the cases are \['ppo brax/halfcheetah'"):
         gpu.main(["--only", "cartpol3", "--out", str(out)])
+
+
+def test_gpu_benchmarks_attention_check_compares_cudnn_with_xla(monkeypatch):
+    """The check's own arithmetic, on CPU with XLA standing in for cuDNN: zero differences, and each
+    largest entry is a real one (not a masked or empty array)."""
+    import jax
+
+    from experiments.benchmarks import gpu
+
+    args = gpu.case_parser("", "g.json").parse_args(["--quick"])
+    assert gpu.cudnn_attention_check(args) == {"skipped": "cuDNN attention needs an NVIDIA GPU; the backend is 'cpu'"}
+    xla_attention = jax.nn.dot_product_attention
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(jax.nn, "dot_product_attention", lambda q, k, v, mask=None, is_causal=False,
+                        implementation=None: xla_attention(q, k, v, mask=mask, is_causal=is_causal))
+    check = gpu.cudnn_attention_check(args)
+    assert check["lengths"] == [16, 12]
+    assert check["max_abs_diff"] == {"out": 0.0, "dq": 0.0, "dk": 0.0, "dv": 0.0}
+    assert all(value > 0.1 for value in check["max_abs"].values())
+    claims = gpu.claims({"dpo gpt2-124m attention cudnn = xla": check})
+    assert claims == {"cudnn attention = xla to 0.02 of the largest entry": True}
 
 
 def test_dotted_override_reaches_a_nested_config():

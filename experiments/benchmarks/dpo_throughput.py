@@ -141,13 +141,13 @@ def random_pairs(rng, rows: int, prompt: int, completion: int, vocab: int, eos: 
 
 
 def make_trainer(preset: str, objective: str, rows: int, prefix_sharing: bool = False, logits_chunk: int = 0,
-                 seed: int = 0):
+                 seed: int = 0, attention: str = "xla"):
     """``(trainer, model)``: the benchmark's LM trainer for ``objective`` at ``preset`` on ``rows`` random pairs
     (sigmoid loss for DPO, the reference forward every step; a reward head alone for ``"reward"``)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
     spec = PRESETS[preset]
-    model = dataclasses.replace(spec["model"](), logits_chunk=logits_chunk)
+    model = dataclasses.replace(spec["model"](), logits_chunk=logits_chunk, attention=attention)
     if objective == "reward":
         model = dataclasses.replace(model, heads=("reward",))
     data = random_pairs(np.random.default_rng(seed), rows, spec["prompt"], spec["completion"], model.vocab_size)
@@ -157,13 +157,16 @@ def make_trainer(preset: str, objective: str, rows: int, prefix_sharing: bool = 
 
 
 def rljax_throughput(preset: str = "cpu", steps: int = 20, chunk: int = 10, seed: int = 0,
-                     objective: str = "dpo", prefix_sharing: bool = False, logits_chunk: int = 0) -> dict:
+                     objective: str = "dpo", prefix_sharing: bool = False, logits_chunk: int = 0,
+                     attention: str = "xla") -> dict:
     """Compile seconds, step seconds, tokens/s and XLA's temporary memory of ``objective`` (``"dpo"`` or
     ``"reward"``) at ``preset``; ``prefix_sharing``: each pair's prompt runs once
-    (``LMTrainConfig.prefix_sharing``); ``logits_chunk``: ``LMConfig.logits_chunk`` (0: full logits)."""
+    (``LMTrainConfig.prefix_sharing``); ``logits_chunk``: ``LMConfig.logits_chunk`` (0: full logits);
+    ``attention``: ``LMConfig.attention``."""
     spec = PRESETS[preset]
     pairs, T = spec["pairs"], spec["prompt"] + spec["completion"]
-    trainer, model = make_trainer(preset, objective, pairs * max(steps, chunk), prefix_sharing, logits_chunk, seed)
+    trainer, model = make_trainer(preset, objective, pairs * max(steps, chunk), prefix_sharing, logits_chunk, seed,
+                                  attention)
     hp = LMHParams(learning_rate=1e-4, beta=0.1)
     state = jax.jit(trainer.init)(jax.random.key(seed), hp)
     jax.block_until_ready(state)
@@ -199,6 +202,7 @@ def rljax_throughput(preset: str = "cpu", steps: int = 20, chunk: int = 10, seed
     flops = flops_per_step(model, computed, T, objective)
     result = {
         "preset": preset, "objective": objective, "prefix_sharing": prefix_sharing, "logits_chunk": logits_chunk,
+        "attention": attention,
         "model": {"style": model.style, "hidden": model.hidden_size, "layers": model.num_layers, "heads": model.num_heads,
                   "vocab": model.vocab_size, "dtype": model.dtype, "param_dtype": model.param_dtype,
                   "params": int(model.num_params())},

@@ -31,6 +31,9 @@ from rljax.core.config import ConfigError, require, require_one_of
 
 STYLES = ("llama", "gpt2")
 HEADS = ("lm", "value", "reward")
+# jax.nn.dot_product_attention's implementations: "xla" materialises the [B, N, T, S] scores (any backend);
+# "cudnn" is cuDNN's fused (flash) attention, NVIDIA GPUs only, bf16 or fp16, head dim a multiple of 8.
+ATTENTION = ("xla", "cudnn")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -60,6 +63,7 @@ class LMConfig:
     # N > 0 unembeds N positions of every row at a time and recomputes them in the backward
     # pass (chunked_token_logps), so only [B, N, V] logits are ever held.
     logits_chunk: int = 0
+    attention: str = "xla"  # one of ATTENTION
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_position_embeddings"):
@@ -67,6 +71,7 @@ class LMConfig:
         require_one_of(self, "style", STYLES)
         require_one_of(self, "dtype", DTYPES)
         require_one_of(self, "param_dtype", DTYPES)
+        require_one_of(self, "attention", ATTENTION)
         unknown = [h for h in self.heads if h not in HEADS]
         require(not unknown and self.heads, f"LMConfig.heads: expected a non-empty subset of {HEADS}, got {self.heads!r}")
         require(
@@ -213,9 +218,27 @@ class Attention(nn.Module):
             layer_cache = (k, v)
         # Grouped-query attention: jax.nn.dot_product_attention shares each K/V head
         # across num_heads // num_kv_heads query heads.
-        out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask)
+        if c.attention == "cudnn":
+            out = cudnn_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, causal=layer_cache is None)
+        else:
+            out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask)
         out = _dense(c, c.hidden_size, "o_proj", bias)(out.reshape(B * T, -1))
         return out.reshape(B, T, H), layer_cache
+
+
+def cudnn_attention(q, k, v, mask, causal: bool):
+    """cuDNN's fused attention (``LMConfig.attention="cudnn"``): ``q`` [B, T, N, D], ``k``, ``v`` [B, S, K, D],
+    ``mask`` [B, 1, T, S] bool -> [B, T, N, D], equal to the XLA path up to rounding.
+
+    cuDNN takes the mask as an additive bias; ``causal`` (a call without a KV cache, where query i is key
+    slot i and the mask already holds the causal triangle) also lets it skip the tiles above the diagonal.
+    """
+    if jax.default_backend() != "gpu":
+        raise ConfigError(
+            f"LMConfig.attention: 'cudnn' runs on NVIDIA GPUs only, this process's backend is "
+            f"{jax.default_backend()!r}; use 'xla'"
+        )
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal, implementation="cudnn")
 
 
 class MLP(nn.Module):
