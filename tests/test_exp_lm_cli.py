@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.__main__ import main as cli
+from rljax.core.config import ConfigError
 from rljax.lm.data import LMDataError
 
 WORDS = ["red", "blue", "green", "cat", "dog", "sun"]
@@ -76,3 +77,9 @@ def test_init_from_a_run_of_another_model_is_refused(files, tmp_path):
     with pytest.raises(ValueError, match="its params do not fit --model"):
         cli(["dpo", "--data", files[1], "--model", "gpt2-tiny", "--init", str(tmp_path / "sft"),
              "--out", str(tmp_path / "dpo"), *TINY])
+
+
+def test_cudnn_attention_off_a_gpu_is_refused_before_anything_is_written(files, tmp_path):
+    with pytest.raises(ConfigError, match=r"LMConfig.attention: 'cudnn' runs on NVIDIA GPUs only, .* backend is 'cpu'"):
+        cli(["dpo", "--data", files[1], "--attention", "cudnn", "--out", str(tmp_path / "x"), *TINY])
+    assert not (tmp_path / "x").exists()

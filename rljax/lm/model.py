@@ -219,11 +219,22 @@ class Attention(nn.Module):
         # Grouped-query attention: jax.nn.dot_product_attention shares each K/V head
         # across num_heads // num_kv_heads query heads.
         if c.attention == "cudnn":
+            require_attention_backend(c)
             out = cudnn_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, causal=layer_cache is None)
         else:
             out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask)
         out = _dense(c, c.hidden_size, "o_proj", bias)(out.reshape(B * T, -1))
         return out.reshape(B, T, H), layer_cache
+
+
+def require_attention_backend(config: LMConfig) -> None:
+    """Raise :class:`ConfigError` naming ``LMConfig.attention`` when this process cannot run it ("cudnn"
+    off an NVIDIA GPU): at trace time, and before a CLI run writes anything."""
+    backend = jax.default_backend()
+    require(
+        config.attention != "cudnn" or backend == "gpu",
+        f"LMConfig.attention: 'cudnn' runs on NVIDIA GPUs only, this process's backend is {backend!r}; use 'xla'",
+    )
 
 
 def cudnn_attention(q, k, v, mask, causal: bool):
@@ -233,11 +244,6 @@ def cudnn_attention(q, k, v, mask, causal: bool):
     cuDNN takes the mask as an additive bias; ``causal`` (a call without a KV cache, where query i is key
     slot i and the mask already holds the causal triangle) also lets it skip the tiles above the diagonal.
     """
-    if jax.default_backend() != "gpu":
-        raise ConfigError(
-            f"LMConfig.attention: 'cudnn' runs on NVIDIA GPUs only, this process's backend is "
-            f"{jax.default_backend()!r}; use 'xla'"
-        )
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal, implementation="cudnn")
 
 
