@@ -33,7 +33,7 @@ from rljax.core.logging import write_json
 from rljax.core.plotting import plot_metrics
 from rljax.lm import data as data_lib
 from rljax.lm import hf_import
-from rljax.lm.model import ATTENTION, gpt2_config, init_params, llama_config, require_attention_backend
+from rljax.lm.model import ATTENTION, DTYPES, gpt2_config, init_params, llama_config, require_attention_backend
 from rljax.lm.tokenizers import check_vocab, load_tokenizer
 from rljax.lm.train import LMHParams, LMTrainConfig, make_train
 
@@ -73,8 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     if name in ("sft", "dpo"):
         parser.add_argument("--logits-chunk", type=int, default=0, help="LMConfig.logits_chunk: unembed N positions "
                             "of every row at a time, never holding all the logits (0: all at once)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="LMConfig.dtype: the compute dtype "
+                        "(params keep theirs)")
     parser.add_argument("--attention", choices=ATTENTION, default="xla", help="LMConfig.attention: 'cudnn' is "
-                        "cuDNN's fused attention (NVIDIA GPUs, bf16/fp16)")
+                        "cuDNN's fused attention (NVIDIA GPUs; with --dtype bfloat16 or float16)")
     add_run_arguments(parser, name)
 
 
@@ -109,7 +111,7 @@ def params_from_run(run_dir: str, like):
 def run(name: str, args: argparse.Namespace) -> dict:
     objective = OBJECTIVES[name]
     model, params, default_tokenizer = load_model(args.model, objective)
-    model = dataclasses.replace(model, attention=args.attention)
+    model = dataclasses.replace(model, dtype=args.dtype, attention=args.attention)
     require_attention_backend(model)
     if objective != "reward":
         model = dataclasses.replace(model, logits_chunk=args.logits_chunk)

@@ -79,7 +79,10 @@ def test_init_from_a_run_of_another_model_is_refused(files, tmp_path):
              "--out", str(tmp_path / "dpo"), *TINY])
 
 
-def test_cudnn_attention_off_a_gpu_is_refused_before_anything_is_written(files, tmp_path):
+def test_cudnn_attention_off_a_gpu_or_in_float32_is_refused_before_anything_is_written(files, tmp_path):
+    out = ["--out", str(tmp_path / "x"), *TINY]
     with pytest.raises(ConfigError, match=r"LMConfig.attention: 'cudnn' runs on NVIDIA GPUs only, .* backend is 'cpu'"):
-        cli(["dpo", "--data", files[1], "--attention", "cudnn", "--out", str(tmp_path / "x"), *TINY])
+        cli(["dpo", "--data", files[1], "--dtype", "bfloat16", "--attention", "cudnn", *out])
+    with pytest.raises(ConfigError, match=r"LMConfig.attention: 'cudnn' computes in 'bfloat16' or 'float16', got dtype"):
+        cli(["sft", "--data", files[0], "--attention", "cudnn", *out])
     assert not (tmp_path / "x").exists()

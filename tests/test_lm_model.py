@@ -116,6 +116,7 @@ def test_parameter_count_matches_the_formula():
         (dict(hidden_size=30), "hidden_size: expected a multiple of num_heads=4"),
         (dict(logits_chunk=-1), r"logits_chunk: expected 0 \(no chunking\) or a positive int, got -1"),
         (dict(attention="flash"), r"attention: expected one of \('xla', 'cudnn'\), got 'flash'"),
+        (dict(attention="cudnn"), r"attention: 'cudnn' computes in 'bfloat16' or 'float16', got dtype='float32'"),
     ],
 )
 def test_config_errors_name_the_field(kwargs, match):
@@ -133,7 +134,7 @@ def test_attention_mask_shape_is_checked():
 def test_cudnn_attention_off_a_gpu_is_refused_naming_the_field():
     params = init_params(model(), jax.random.key(0))
     with pytest.raises(ConfigError, match=r"LMConfig.attention: 'cudnn' runs on NVIDIA GPUs only, .* backend is 'cpu'"):
-        LanguageModel(model(attention="cudnn")).apply({"params": params}, IDS, MASK)
+        LanguageModel(model(attention="cudnn", dtype="bfloat16")).apply({"params": params}, IDS, MASK)
 
 
 def test_cudnn_attention_path_equals_xla_with_and_without_a_cache(monkeypatch):
@@ -149,20 +150,20 @@ def test_cudnn_attention_path_equals_xla_with_and_without_a_cache(monkeypatch):
         calls.append((implementation, is_causal, q.shape[1], k.shape[1]))
         return xla_attention(q, k, v, mask=mask, is_causal=is_causal)
 
-    xla, cudnn = model(num_kv_heads=2), model(num_kv_heads=2, attention="cudnn")
+    xla, cudnn = (model(num_kv_heads=2, dtype="bfloat16", attention=attention) for attention in ("xla", "cudnn"))
     params = init_params(xla, jax.random.key(0))
     full = LanguageModel(xla).apply({"params": params}, IDS, MASK).logits
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     monkeypatch.setattr(jax.nn, "dot_product_attention", stand_in)
     lm = LanguageModel(cudnn)
-    np.testing.assert_allclose(lm.apply({"params": params}, IDS, MASK).logits, full, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lm.apply({"params": params}, IDS, MASK).logits, full, rtol=1e-2, atol=1e-2)
     assert calls == [("cudnn", True, 9, 9)] * 2  # one call per layer
     calls.clear()
     seen = jnp.where(jnp.arange(9) < 4, MASK, 0)
     first = lm.apply({"params": params}, IDS[:, :4], seen, cache=KVCache.init(cudnn, 3, 9))
     second = lm.apply({"params": params}, IDS[:, 4:], MASK, cache=first.cache, cache_index=4)
     valid = MASK[:, 4:, None] == 1
-    np.testing.assert_allclose(first.logits[:, :2], full[:, :2], rtol=1e-5, atol=1e-5)  # every row attends 0..1
+    np.testing.assert_allclose(first.logits[:, :2], full[:, :2], rtol=1e-2, atol=1e-2)  # every row attends 0..1
     np.testing.assert_allclose(jnp.where(valid, second.logits, 0), jnp.where(valid, full[:, 4:], 0),
-                               rtol=1e-5, atol=1e-5)
+                               rtol=1e-2, atol=1e-2)
     assert calls == [("cudnn", False, 4, 9)] * 2 + [("cudnn", False, 5, 9)] * 2

@@ -72,6 +72,10 @@ class LMConfig:
         require_one_of(self, "dtype", DTYPES)
         require_one_of(self, "param_dtype", DTYPES)
         require_one_of(self, "attention", ATTENTION)
+        require(
+            self.attention != "cudnn" or self.dtype in ("bfloat16", "float16"),
+            f"LMConfig.attention: 'cudnn' computes in 'bfloat16' or 'float16', got dtype={self.dtype!r}",
+        )
         unknown = [h for h in self.heads if h not in HEADS]
         require(not unknown and self.heads, f"LMConfig.heads: expected a non-empty subset of {HEADS}, got {self.heads!r}")
         require(
