@@ -17,12 +17,18 @@ def episode_returns(
     act: Callable[[jax.Array, jax.Array], jax.Array],
     key: jax.Array,
     num_episodes: int,
+    chunk_steps: int = 32,
 ) -> dict[str, jax.Array]:
     """Return and length of the first episode in each of ``num_episodes`` envs.
 
     ``act(obs [N, ...], key) -> action [N, ...]`` (it applies any observation
-    normalisation the training run used). Runs ``max_episode_steps`` steps, so
-    every episode finishes; steps after an env's first episode are masked out.
+    normalisation the training run used). Steps are masked out after an env's
+    first episode. Up to ``max_episode_steps`` steps run, in scanned chunks of
+    ``chunk_steps``, and no chunk starts once every episode has ended (under vmap:
+    every episode of the batch), so an evaluation whose episodes end early does
+    not pay for the env's whole time limit (Breakout-MinAtar's is 1000 steps, a
+    brax hopper's 1000). Step ``t`` uses the ``t``-th of ``max_episode_steps``
+    keys split from ``key``, so the result does not depend on ``chunk_steps``.
     """
     reset_key, run_key = jax.random.split(key)
     carry = rollout_lib.reset(env, env_params, reset_key, num_episodes)
@@ -38,6 +44,18 @@ def episode_returns(
         active = active & ~(terminated | truncated)
         return (env_carry, active, total, length), None
 
+    steps = max_episode_steps(env, env_params)
+    chunk_steps = min(chunk_steps, steps)
+    num_chunks = -(-steps // chunk_steps)
+    # Steps past the time limit (the last chunk's padding) find every episode ended: masked, any key will do.
+    keys = jax.random.split(run_key, steps)
+    keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], num_chunks * chunk_steps - steps, axis=0)])
+
+    def run_chunk(c):
+        i, inner = c
+        chunk_keys = jax.lax.dynamic_slice_in_dim(keys, i * chunk_steps, chunk_steps)
+        return i + 1, jax.lax.scan(step, inner, chunk_keys)[0]
+
     reward_shape = tuple(getattr(env, "reward_shape", ()))
     init = (
         carry,
@@ -45,6 +63,7 @@ def episode_returns(
         jnp.zeros((num_episodes,) + reward_shape, jnp.float32),
         jnp.zeros((num_episodes,), jnp.int32),
     )
-    steps = max_episode_steps(env, env_params)
-    (_, active, total, length), _ = jax.lax.scan(step, init, jax.random.split(run_key, steps))
+    _, (_, _, total, length) = jax.lax.while_loop(
+        lambda c: (c[0] < num_chunks) & c[1][1].any(), run_chunk, (jnp.zeros((), jnp.int32), init)
+    )
     return {"return": total, "length": length}
