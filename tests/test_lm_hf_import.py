@@ -162,8 +162,9 @@ def test_sharded_bfloat16_checkpoint(tmp_path, llama_dir):
 
 def test_extra_heads_and_overrides(llama_dir):
     path, _ = llama_dir
-    config, params = load_hf_model(path, heads=("lm", "value"), remat=True, dtype="float32")
-    assert config.heads == ("lm", "value") and config.remat
+    config, params = load_hf_model(path, heads=("lm", "value"), remat=True, dtype="float32", logits_chunk=4)
+    assert config.heads == ("lm", "value") and config.remat and config.logits_chunk == 4
+    assert load_hf_config(path, dtype="bfloat16", attention="cudnn").attention == "cudnn"  # for a GPU
     assert params["value_head"]["kernel"].shape == (64, 1)
     plain_config, plain = load_hf_model(path)
     ids, _ = _inputs()

@@ -19,8 +19,8 @@ Supported ``model_type`` values (see :data:`SUPPORTED_MODEL_TYPES`):
   ``c_attn`` is split into q, k, v. Names may carry a ``transformer.`` prefix.
 
 ``overrides`` may set only fields that do not change the architecture:
-``dtype``, ``param_dtype``, ``scan_layers``, ``remat``, ``heads`` and
-``num_reward_outputs``. Weights are cast to ``param_dtype`` and stacked on a
+``dtype``, ``param_dtype``, ``scan_layers``, ``remat``, ``heads``,
+``num_reward_outputs``, ``logits_chunk`` and ``attention``. Weights are cast to ``param_dtype`` and stacked on a
 leading layer axis when ``scan_layers``. Heads that a causal-LM checkpoint does
 not hold (``value``, ``reward``) are freshly initialised from ``key``.
 
@@ -47,7 +47,7 @@ import numpy as np
 from rljax.lm.model import LMConfig, init_params
 
 SUPPORTED_MODEL_TYPES = ("llama", "gpt2")
-OVERRIDABLE = ("dtype", "param_dtype", "scan_layers", "remat", "heads", "num_reward_outputs")
+OVERRIDABLE = ("dtype", "param_dtype", "scan_layers", "remat", "heads", "num_reward_outputs", "logits_chunk", "attention")
 GPT2_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
 
 INDEX_FILE = "model.safetensors.index.json"
