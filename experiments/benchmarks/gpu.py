@@ -85,7 +85,7 @@ def no_gpu() -> dict | None:
 
 def cudnn_attention_check(args) -> dict:
     """cuDNN's fused attention (``LMConfig.attention="cudnn"``) against XLA's on random bf16 ``q, k, v``
-    [4, 512, 12, 64] (the DPO preset's rows, heads and head dim) under a causal mask with right padding: the
+    [4, 512, 12, 64] (4 rows of the DPO preset's length, heads and head dim) under a causal mask with right padding: the
     largest absolute difference of the outputs and of the q, k, v gradients of a random projection of them,
     beside the largest entry of each."""
     if skipped := no_gpu():

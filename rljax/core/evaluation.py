@@ -63,7 +63,9 @@ def episode_returns(
         jnp.zeros((num_episodes,) + reward_shape, jnp.float32),
         jnp.zeros((num_episodes,), jnp.int32),
     )
-    _, (_, _, total, length) = jax.lax.while_loop(
-        lambda c: (c[0] < num_chunks) & c[1][1].any(), run_chunk, (jnp.zeros((), jnp.int32), init)
-    )
+    def unfinished(c):
+        i, (_, active, _, _) = c
+        return (i < num_chunks) & active.any()
+
+    _, (_, _, total, length) = jax.lax.while_loop(unfinished, run_chunk, (jnp.zeros((), jnp.int32), init))
     return {"return": total, "length": length}

@@ -20,8 +20,8 @@ Supported ``model_type`` values (see :data:`SUPPORTED_MODEL_TYPES`):
 
 ``overrides`` may set only fields that do not change the architecture:
 ``dtype``, ``param_dtype``, ``scan_layers``, ``remat``, ``heads``,
-``num_reward_outputs``, ``logits_chunk`` and ``attention``. Weights are cast to ``param_dtype`` and stacked on a
-leading layer axis when ``scan_layers``. Heads that a causal-LM checkpoint does
+``num_reward_outputs``, ``logits_chunk`` and ``attention``. Weights are cast
+to ``param_dtype`` and stacked on a leading layer axis when ``scan_layers``. Heads that a causal-LM checkpoint does
 not hold (``value``, ``reward``) are freshly initialised from ``key``.
 
 Errors: :class:`FileNotFoundError` (directory, ``config.json``, weights),
