@@ -20,7 +20,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from experiments.benchmarks.throughput import case_parser, cases, training_program, write_report
+from experiments.benchmarks.throughput import case_parser, cases, selected, training_program, write_report
 from rljax.agents import ppo, sac
 
 LEVELS = {"default": None, "level_1": {"xla_backend_optimization_level": 1}}
@@ -69,7 +69,7 @@ def main(argv=None) -> dict:
     jax.jit(jnp.sin).lower(1.0).compile()  # backend start-up outside the first measurement
     key, results = jax.random.PRNGKey(0), []
     for name, trainer, hparams in trainers(args.quick):
-        if args.only and args.only not in name:
+        if not selected(name, args.only):
             continue
         measured = measure(training_program(trainer, hparams), key, args.repeats, args.compile_repeats)
         default, level_1 = measured["default"], measured["level_1"]

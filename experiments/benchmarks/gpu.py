@@ -2,6 +2,7 @@
 
     python -m experiments.benchmarks.gpu --out runs/bench/gpu.json          # on the GPU host
     python -m experiments.benchmarks.gpu --only cartpole --out gpu.json     # cases whose name contains the text
+    python -m experiments.benchmarks.gpu --only dpo --only meta-es          # ... or any of several
     python -m experiments.benchmarks.gpu --quick --out /tmp/gpu.json        # tiny smoke run on CPU
 
 Cases, in this order (the issues' thresholds first, since GPU time is scarce):
@@ -41,7 +42,8 @@ import numpy as np
 
 from experiments.benchmarks import meta_es
 from experiments.benchmarks.dpo_throughput import rljax_throughput
-from experiments.benchmarks.throughput import case_parser, raw_env_throughput, training_throughput, write_report
+from experiments.benchmarks.throughput import (case_parser, raw_env_throughput, selected, training_throughput,
+                                               write_report)
 from rljax.agents import ppo, sac
 from rljax.lm import model as model_lib
 
@@ -169,11 +171,11 @@ def claims(results: dict) -> dict:
 def main(argv=None) -> dict:
     args = case_parser(__doc__.splitlines()[0], "runs/bench/gpu.json").parse_args(argv)
     every_case = cases(args)
-    selected = {name: run for name, run in every_case.items() if not args.only or args.only.lower() in name.lower()}
-    if not selected:
-        raise ValueError(f"--only {args.only!r}: no case matches; the cases are {list(every_case)}")
+    chosen = {name: run for name, run in every_case.items() if selected(name, args.only)}
+    if not chosen:
+        raise ValueError(f"--only {args.only}: no case matches; the cases are {list(every_case)}")
     results, failed = {}, []
-    for name, run in selected.items():
+    for name, run in chosen.items():
         print(f"{name} ...", flush=True)
         try:
             results[name] = run()

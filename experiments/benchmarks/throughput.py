@@ -117,15 +117,21 @@ def case_parser(description: str, out: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", default=out)
     parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke test, not a measurement)")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--only", help="run only cases whose name contains this text")
+    parser.add_argument("--only", action="append", help="run only cases whose name contains this text "
+                        "(case-insensitive; repeat it for cases that contain any of several)")
     return parser
+
+
+def selected(name: str, only: list[str] | None) -> bool:
+    """Whether case ``name`` runs under ``--only``: no filter, or one of its texts is in the name."""
+    return not only or any(text.lower() in name.lower() for text in only)
 
 
 def main(argv=None) -> dict:
     args = case_parser(__doc__.splitlines()[0], "runs/bench/throughput.json").parse_args(argv)
     results = []
     for case in cases(args.quick):
-        if args.only and args.only not in case.name:
+        if not selected(case.name, args.only):
             continue
         print(f"{case.name}: raw env ...", flush=True)
         raw = raw_env_throughput(case.config, case.config.num_steps * 8, args.repeats)
@@ -142,7 +148,7 @@ def main(argv=None) -> dict:
 
 
 def compare_libraries(benchmark: str, baseline: str, cases, args, run_rljax, run_baseline, describe) -> dict:
-    """Each case of ``cases`` (those whose name contains ``args.only``) trained by rljax and by ``baseline``.
+    """Each case of ``cases`` (those :func:`selected` by ``args.only``) trained by rljax and by ``baseline``.
 
     ``run_rljax(case)`` and ``run_baseline(case)`` return ``env_steps_per_second``, ``compile_seconds``,
     ``run_seconds`` and ``final_return``; ``describe(case)`` the case's fields for the JSON. Prints each
@@ -150,7 +156,7 @@ def compare_libraries(benchmark: str, baseline: str, cases, args, run_rljax, run
     """
     results = []
     for case in cases:
-        if args.only and args.only not in case.name:
+        if not selected(case.name, args.only):
             continue
         print(f"{case.name}:", flush=True)
         ours, theirs = run_rljax(case), run_baseline(case)
