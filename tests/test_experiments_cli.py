@@ -110,6 +110,17 @@ def test_cpu_compile_benchmark_writes_both_levels(tmp_path):
     assert json.loads((tmp_path / "c.json").read_text())["results"][0]["case"] == case["case"]
 
 
+@pytest.mark.integration
+def test_evaluation_benchmark_quick(tmp_path):
+    from experiments.benchmarks import evaluation
+
+    report = evaluation.main(["--quick", "--repeats", "1", "--only", "cartpole", "--out", str(tmp_path / "e.json")])
+    (case,) = report["results"].values()
+    assert case["time_limit"] == 500 and case["longest_episode"] == max(case["chunks"]["length"]) < 500
+    assert case["chunks"]["return"] == case["to_the_limit"]["return"]  # else the benchmark itself raises
+    assert case["to_the_limit"]["chunk_steps"] == 500 and case["speedup"] > 0
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_quick_runs_on_cpu(tmp_path):
     from experiments.benchmarks import gpu

@@ -23,12 +23,13 @@ def episode_returns(
 
     ``act(obs [N, ...], key) -> action [N, ...]`` (it applies any observation
     normalisation the training run used). Steps are masked out after an env's
-    first episode. Up to ``max_episode_steps`` steps run, in scanned chunks of
-    ``chunk_steps``, and no chunk starts once every episode has ended (under vmap:
-    every episode of the batch), so an evaluation whose episodes end early does
-    not pay for the env's whole time limit (Breakout-MinAtar's is 1000 steps, a
-    brax hopper's 1000). Step ``t`` uses the ``t``-th of ``max_episode_steps``
-    keys split from ``key``, so the result does not depend on ``chunk_steps``.
+    first episode. Up to ``max_episode_steps`` steps run, in equal scanned chunks
+    of at most ``chunk_steps``, and no chunk starts once every episode has ended
+    (under vmap: every episode of the batch), so an evaluation whose episodes end
+    early does not pay for the env's whole time limit (Breakout-MinAtar's is 1000
+    steps, a brax hopper's 1000; ``python -m experiments.benchmarks.evaluation``).
+    Step ``t`` uses the ``t``-th of ``max_episode_steps`` keys split from ``key``,
+    so the result does not depend on ``chunk_steps``.
     """
     reset_key, run_key = jax.random.split(key)
     carry = rollout_lib.reset(env, env_params, reset_key, num_episodes)
@@ -45,8 +46,8 @@ def episode_returns(
         return (env_carry, active, total, length), None
 
     steps = max_episode_steps(env, env_params)
-    chunk_steps = min(chunk_steps, steps)
     num_chunks = -(-steps // chunk_steps)
+    chunk_steps = -(-steps // num_chunks)  # equal chunks of at most chunk_steps: fewer than num_chunks steps of padding
     # Steps past the time limit (the last chunk's padding) find every episode ended: masked, any key will do.
     keys = jax.random.split(run_key, steps)
     keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], num_chunks * chunk_steps - steps, axis=0)])
