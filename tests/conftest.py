@@ -38,3 +38,21 @@ def run_experiment(tmp_path):
         return out, json.loads((out / "result.json").read_text())
 
     return run
+
+
+@pytest.fixture
+def xla_for_cudnn(monkeypatch):
+    """Runs ``LMConfig.attention="cudnn"`` code on CPU: the backend reads "gpu" and jax.nn.dot_product_attention
+    drops ``implementation`` (XLA stands in for cuDNN). Returns the list of ``(implementation, is_causal,
+    query length, key length)`` of every call, in order."""
+    import jax
+
+    xla_attention, calls = jax.nn.dot_product_attention, []
+
+    def stand_in(q, k, v, mask=None, is_causal=False, implementation=None):
+        calls.append((implementation, is_causal, q.shape[1], k.shape[1]))
+        return xla_attention(q, k, v, mask=mask, is_causal=is_causal)
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(jax.nn, "dot_product_attention", stand_in)
+    return calls

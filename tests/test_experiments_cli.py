@@ -175,20 +175,17 @@ def test_gpu_benchmark_records_a_failing_case_and_runs_the_rest(tmp_path, monkey
         gpu.main(["--only", "cartpol3", "--out", str(out)])
 
 
-def test_gpu_benchmarks_attention_check_compares_cudnn_with_xla(monkeypatch):
+def test_gpu_benchmarks_attention_check_compares_cudnn_with_xla(request):
     """The check's own arithmetic, on CPU with XLA standing in for cuDNN: zero differences, and each
     largest entry is a real one (not a masked or empty array)."""
-    import jax
-
     from experiments.benchmarks import gpu
 
     args = gpu.case_parser("", "g.json").parse_args(["--quick"])
     assert gpu.cudnn_attention_check(args) == {"skipped": "cuDNN attention needs an NVIDIA GPU; the backend is 'cpu'"}
-    xla_attention = jax.nn.dot_product_attention
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    monkeypatch.setattr(jax.nn, "dot_product_attention", lambda q, k, v, mask=None, is_causal=False,
-                        implementation=None: xla_attention(q, k, v, mask=mask, is_causal=is_causal))
+    calls = request.getfixturevalue("xla_for_cudnn")
     check = gpu.cudnn_attention_check(args)
+    # XLA's output and gradient (mask only), then cuDNN's (mask and the causal flag)
+    assert [call[:2] for call in calls] == [(None, False)] * 2 + [("cudnn", True)] * 2
     assert check["lengths"] == [16, 12]
     assert check["max_abs_diff"] == {"out": 0.0, "dq": 0.0, "dk": 0.0, "dv": 0.0}
     assert all(value > 0.1 for value in check["max_abs"].values())

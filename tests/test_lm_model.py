@@ -137,24 +137,17 @@ def test_cudnn_attention_off_a_gpu_is_refused_naming_the_field():
         LanguageModel(model(attention="cudnn", dtype="bfloat16")).apply({"params": params}, IDS, MASK)
 
 
-def test_cudnn_attention_path_equals_xla_with_and_without_a_cache(monkeypatch):
+def test_cudnn_attention_path_equals_xla_with_and_without_a_cache(request):
     """``attention="cudnn"`` hands jax.nn.dot_product_attention the caller's mask, plus ``is_causal`` in calls
     without a KV cache only (where query i is key slot i). Checked on CPU with XLA standing in for cuDNN: a
     padded full call and two calls through a cache give the XLA path's logits; a causal flag in the cached
     calls would cut the second call's queries off the first call's keys."""
     from rljax.lm.model import KVCache
 
-    xla_attention, calls = jax.nn.dot_product_attention, []
-
-    def stand_in(q, k, v, mask=None, is_causal=False, implementation=None):
-        calls.append((implementation, is_causal, q.shape[1], k.shape[1]))
-        return xla_attention(q, k, v, mask=mask, is_causal=is_causal)
-
     xla, cudnn = (model(num_kv_heads=2, dtype="bfloat16", attention=attention) for attention in ("xla", "cudnn"))
     params = init_params(xla, jax.random.key(0))
     full = LanguageModel(xla).apply({"params": params}, IDS, MASK).logits
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    monkeypatch.setattr(jax.nn, "dot_product_attention", stand_in)
+    calls = request.getfixturevalue("xla_for_cudnn")  # from here on, XLA stands in for cuDNN
     lm = LanguageModel(cudnn)
     np.testing.assert_allclose(lm.apply({"params": params}, IDS, MASK).logits, full, rtol=1e-2, atol=1e-2)
     assert calls == [("cudnn", True, 9, 9)] * 2  # one call per layer
