@@ -16,8 +16,9 @@ Two maps, with the same layout (treasure ``i`` is ``TREASURE_STEPS[i]`` moves aw
   al.'s original treasures 1 .. 124, a concave front: linear scalarisation reaches
   only its two ends (the test case for MORL methods beyond weight sweeps).
 
-``pareto_front(variant)`` gives the known front of undiscounted returns
-``[treasure, -steps]`` (10 points). The time limit (``max_steps_in_episode``,
+``pareto_front(variant, gamma=1.0)`` gives the known front (10 points) of returns
+``[treasure, time]``, undiscounted ``[treasure, -steps]`` by default or discounted as
+morl-baselines evaluates them. The time limit (``max_steps_in_episode``,
 default 100) truncates episodes that find no treasure.
 """
 
@@ -40,8 +41,14 @@ SEA_FLOOR = -10.0
 MOVES = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], np.int32)  # up, down, left, right
 
 
+def check_variant(variant: str) -> None:
+    if variant not in TREASURES:
+        raise ValueError(f"variant: expected one of {sorted(TREASURES)}, got {variant!r}")
+
+
 def make_map(variant: str) -> np.ndarray:
     """The ``[11, 11]`` map: 0 water, -10 sea floor (every cell below a treasure), treasures."""
+    check_variant(variant)
     grid = np.zeros((11, 11), np.float32)
     for (row, col), value in zip(TREASURE_CELLS, TREASURES[variant]):
         grid[row, col] = value
@@ -49,9 +56,16 @@ def make_map(variant: str) -> np.ndarray:
     return grid
 
 
-def pareto_front(variant: str = "default") -> np.ndarray:
-    """``[10, 2]`` undiscounted returns ``[treasure, -steps]`` of the shortest path to each treasure."""
-    return np.stack([np.array(TREASURES[variant]), -np.array(TREASURE_STEPS, np.float64)], axis=1)
+def pareto_front(variant: str = "default", gamma: float = 1.0) -> np.ndarray:
+    """``[10, 2]`` returns ``[treasure, time]`` of the shortest path to each treasure, discounted by ``gamma``
+    as MO-Gymnasium's ``pareto_front(gamma)``: a treasure found at step ``n`` is worth ``gamma^(n-1)`` times its
+    value, and the time objective is ``-(1 + gamma + ... + gamma^(n-1))``. ``gamma=1``: ``[treasure, -steps]``."""
+    check_variant(variant)
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma: expected a discount in (0, 1], got {gamma}")
+    steps = np.array(TREASURE_STEPS, np.float64)
+    time = -steps if gamma == 1.0 else -(1.0 - gamma**steps) / (1.0 - gamma)
+    return np.stack([np.array(TREASURES[variant]) * gamma ** (steps - 1), time], axis=1)
 
 
 @struct.dataclass
@@ -74,8 +88,7 @@ class DeepSeaTreasure(Environment):
     ``(treasure, -1)``. ``variant``: ``"default"`` (MO-Gymnasium's map) or ``"concave"`` (Vamplew et al.'s)."""
 
     def __init__(self, variant: str = "default"):
-        if variant not in TREASURES:
-            raise ValueError(f"variant: expected one of {sorted(TREASURES)}, got {variant!r}")
+        check_variant(variant)
         self.variant = variant
         self.grid = jnp.asarray(make_map(variant))
 
