@@ -51,9 +51,8 @@ bench-cpu-compile: $(STAMP)
 	$(BIN)/python -m experiments.benchmarks.cpu_compile --out runs/bench/cpu_compile.json
 
 # DPO and reward-model training throughput against TRL's DPOTrainer and RewardTrainer on the same shapes,
-# in one process each (installs TRL).
+# in one process each.
 bench-dpo bench-reward: bench-%: $(STAMP)
-	$(BIN)/pip install -q -r requirements-bench.lock
 	$(BIN)/python -m experiments.benchmarks.dpo_throughput --objective $* --out runs/bench/$*_throughput.json
 
 # PPO and SAC training throughput beside Rejax's on the same settings, in one process.

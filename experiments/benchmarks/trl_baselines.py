@@ -50,7 +50,8 @@ LLAMA_KEYS = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_laye
               "attention_dropout", "pad_token_id", "bos_token_id", "eos_token_id"}
 
 
-def _tokenizer(vocab: int):
+def word_tokenizer(vocab: int):
+    """A Hugging Face tokenizer that maps each word ``t<i>`` to token ``i`` (ids 0-2: pad, EOS, unk), adding no BOS."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -146,7 +147,7 @@ def trl_throughput(trainer="dpo", steps=20, warmup=3, batch_pairs=16, prompt_len
         gradient_accumulation_steps=1, max_length=None, disable_tqdm=True, seed=seed,
         activation_checkpointing=gradient_checkpointing,  # transformers 5 name; TRL's default is True
     )
-    data = dict(processing_class=_tokenizer(vocab), callbacks=[StepTimer()],
+    data = dict(processing_class=word_tokenizer(vocab), callbacks=[StepTimer()],
                 train_dataset=_dataset(batch_pairs * (warmup + steps), prompt_len, completion_len, vocab, seed))
     if trainer == "dpo":
         args = trl.DPOConfig(beta=0.1, loss_type=["sigmoid"], precompute_ref_log_probs=False, **common)
