@@ -173,6 +173,36 @@ def test_extra_heads_and_overrides(llama_dir):
         load_hf_config(path, hidden_size=32)
 
 
+@pytest.mark.parametrize("arch, num_labels", [("llama", 1), ("gpt2", 3)])
+def test_sequence_classifier_imports_as_a_reward_model(tmp_path, arch, num_labels):
+    # A reward model as TRL's RewardTrainer saves one: no LM head; its score layer is rljax's reward head.
+    if arch == "llama":
+        hf_config = transformers.LlamaConfig(
+            vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=96, max_position_embeddings=64, num_labels=num_labels, pad_token_id=0,
+        )  # fmt: skip
+        model = transformers.LlamaForSequenceClassification(hf_config)
+    else:
+        hf_config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=32,
+                                            num_labels=num_labels, pad_token_id=0)
+        model = transformers.GPT2ForSequenceClassification(hf_config)
+    model = _randomize(model.float(), seed=3)
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    config, params = load_hf_model(tmp_path)
+    assert config.heads == ("reward",) and config.num_reward_outputs == num_labels and "lm_head" not in params
+    ids, mask = _inputs(2)
+    ids = ids.clamp(min=1).masked_fill(mask == 0, 0)  # transformers finds each row's last token by the pad id
+    with torch.no_grad():
+        ref = model(input_ids=ids, attention_mask=mask).logits.float().numpy()  # [B, num_labels]
+    out = _forward(config)({"params": params}, jnp.asarray(ids.numpy(), jnp.int32), jnp.asarray(mask.numpy() > 0))
+    diff = _max_diff(ref, np.asarray(out.rewards).reshape(B, num_labels))
+    print(f"{arch} sequence classifier: max |reward diff| = {diff:.3g}")
+    assert diff <= TOL
+    if arch == "llama":  # untied: no LM head to import
+        with pytest.raises(CheckpointImportError, match="tensor 'lm_head.weight' missing"):
+            load_hf_model(tmp_path, heads=("lm", "reward"))
+
+
 # ---------------------------------------------------------------- errors
 
 

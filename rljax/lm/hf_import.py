@@ -18,11 +18,17 @@ Supported ``model_type`` values (see :data:`SUPPORTED_MODEL_TYPES`):
   ``gelu_pytorch_tanh``). ``Conv1D`` weights are already [in, out]; the fused
   ``c_attn`` is split into q, k, v. Names may carry a ``transformer.`` prefix.
 
+Both also as sequence classifiers (``LlamaForSequenceClassification``,
+``GPT2ForSequenceClassification``: reward models, such as TRL's ``RewardTrainer``
+trains): the ``score`` layer [num_labels, hidden] becomes the ``reward`` head,
+read at the last attended token (transformers reads the last non-pad token: the
+same token under right padding).
+
 ``overrides`` may set only fields that do not change the architecture:
 ``dtype``, ``param_dtype``, ``scan_layers``, ``remat``, ``heads``,
 ``num_reward_outputs``, ``logits_chunk`` and ``attention``. Weights are cast
-to ``param_dtype`` and stacked on a leading layer axis when ``scan_layers``. Heads that a causal-LM checkpoint does
-not hold (``value``, ``reward``) are freshly initialised from ``key``.
+to ``param_dtype`` and stacked on a leading layer axis when ``scan_layers``. Heads that the checkpoint does
+not hold (``value``; ``reward`` in a causal LM) are freshly initialised from ``key``.
 
 Errors: :class:`FileNotFoundError` (directory, ``config.json``, weights),
 :class:`UnsupportedCheckpointError` (a model type or option this module cannot
@@ -64,6 +70,7 @@ _IGNORED = {
     "gpt2": (re.compile(r"^(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)$"),),
 }
 _PREFIX = {"llama": "model.", "gpt2": "transformer."}
+_HEAD_TENSORS = ("lm_head.weight", "score.weight")  # outside the base model: never prefixed
 
 
 class CheckpointImportError(ValueError):
@@ -165,11 +172,21 @@ def _gpt2_fields(hf: dict) -> dict:
     )
 
 
+def _sequence_classifier_fields(hf: dict) -> dict:
+    """A ``*ForSequenceClassification`` checkpoint (a reward model, such as TRL's ``RewardTrainer`` saves) has
+    no LM head; its ``score`` layer becomes the reward head, one output per label."""
+    if not any(name.endswith("ForSequenceClassification") for name in hf.get("architectures") or ()):
+        return {}
+    num_labels = len(hf["id2label"]) if "id2label" in hf else int(hf.get("num_labels", 2))  # transformers' default
+    return {"heads": ("reward",), "num_reward_outputs": num_labels}
+
+
 def load_hf_config(path, **overrides) -> LMConfig:
     """The :class:`LMConfig` of a local Hugging Face model directory (its ``config.json``).
 
-    ``overrides`` may set ``dtype``, ``param_dtype``, ``scan_layers``, ``remat``,
-    ``heads`` and ``num_reward_outputs``; architecture fields come from the checkpoint.
+    ``overrides`` may set the fields in :data:`OVERRIDABLE`; architecture fields come from the
+    checkpoint. A sequence classifier's config gets ``heads=("reward",)`` with ``num_reward_outputs``
+    = its number of labels.
     """
     bad = sorted(set(overrides) - set(OVERRIDABLE))
     if bad:
@@ -187,7 +204,7 @@ def load_hf_config(path, **overrides) -> LMConfig:
             f"model_type {model_type!r} in {os.path.join(os.fspath(path), 'config.json')!r} is not supported; "
             f"supported model types: {SUPPORTED_MODEL_TYPES}"
         )
-    return LMConfig(**fields, **overrides)
+    return LMConfig(**(fields | _sequence_classifier_fields(hf) | overrides))
 
 
 # ---------------------------------------------------------------- safetensors
@@ -347,7 +364,7 @@ def _paths(tree: Mapping, prefix=()) -> Iterable[tuple[tuple[str, ...], Any]]:
 
 def _take(tensors: dict, original: dict, name: str, shape: tuple[int, ...], prefix: str) -> np.ndarray:
     if name not in tensors:
-        full = prefix + name if prefix and name != "lm_head.weight" else name
+        full = prefix + name if prefix and name not in _HEAD_TENSORS else name
         alias = f" (or {name!r} without the prefix)" if full != name else ""
         raise CheckpointImportError(f"tensor {full!r}{alias} missing from the checkpoint")
     array = tensors.pop(name)
@@ -369,8 +386,9 @@ def load_hf_params(path, config: LMConfig, key: jax.Array | None = None) -> dict
     """The rljax parameter tree of a local Hugging Face checkpoint, cast to ``config.param_dtype``.
 
     ``config`` is normally :func:`load_hf_config`'s. Layers are stacked when
-    ``config.scan_layers``. ``value``/``reward`` heads in ``config.heads`` are
-    initialised from ``key`` (default ``PRNGKey(0)``) since causal-LM checkpoints lack them.
+    ``config.scan_layers``. A sequence classifier's ``score`` layer becomes the ``reward`` head (with a zero
+    bias); ``value``/``reward`` heads that the checkpoint lacks (a causal LM has neither) are initialised
+    from ``key`` (default ``PRNGKey(0)``).
     """
     path = _model_dir(path)
     tensors, original = _strip_prefix(_read_checkpoint(path), config.style)
@@ -391,10 +409,15 @@ def load_hf_params(path, config: LMConfig, key: jax.Array | None = None) -> dict
                     "tensor 'lm_head.weight' differs from the token embedding, but the config ties them "
                     "(tie_word_embeddings=true)"
                 )
-    else:
+    elif "lm" in config.heads or "lm_head.weight" in tensors:  # a sequence classifier has none
         head = _take(tensors, original, "lm_head.weight", (V, H), prefix)
         if "lm" in config.heads:
             flat[("lm_head", "kernel")] = head.T
+    if "reward" in config.heads and "score.weight" in tensors:
+        k = config.num_reward_outputs
+        score = _take(tensors, original, "score.weight", (k, H), prefix)
+        flat[("reward_head", "kernel")] = score.T
+        flat[("reward_head", "bias")] = np.zeros((k,), score.dtype)  # transformers' score layer has no bias
     if tensors:
         raise CheckpointImportError(
             f"unexpected tensors in {path!r} (not used by a {config.style} model): {sorted(original[n] for n in tensors)}"
@@ -408,7 +431,7 @@ def load_hf_params(path, config: LMConfig, key: jax.Array | None = None) -> dict
         t = params["transformer"]
         layers = [t.pop(f"layers_{i}") for i in range(config.num_layers)]
         t["layers"] = jax.tree.map(lambda *xs: np.stack(xs), *layers)
-    extra = [f"{h}_head" for h in config.heads if h != "lm"]
+    extra = [f"{h}_head" for h in config.heads if h != "lm" and f"{h}_head" not in params]
     if extra:
         params.update(_extra_heads(config, extra, key))
     params = jax.tree.map(jax.numpy.asarray, params)
