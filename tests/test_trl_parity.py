@@ -151,9 +151,11 @@ def rljax_loss_and_gradients(models, pairs, objective, loss_type=("sigmoid",), l
     return float(loss), aux, grads
 
 
-def assert_gradients_equal(grads, trl_grads):
+def assert_gradients_equal(grads, trl_grads, what):
     assert jax.tree.structure(grads) == jax.tree.structure(trl_grads)
     largest = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(trl_grads))
+    worst = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(trl_grads)))
+    print(f"{what}: max |gradient difference| {worst:.2g} ({worst / largest:.2g} of the largest entry)")
     for (path, ours), theirs in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(trl_grads)):
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5 * largest, err_msg=jax.tree_util.keystr(path))
 
@@ -171,10 +173,11 @@ def test_dpo_loss_metrics_and_gradients_equal_trls(root, rows, dpo_models, loss_
                                                       label_smoothing)
     loss, aux, grads = rljax_loss_and_gradients(dpo_models, pairs, "dpo", loss_type, loss_weights, label_smoothing,
                                                 sft_normalization)
+    print(f"{'+'.join(loss_type)}: loss {loss:.7g} vs TRL's {trl_loss:.7g}")
     np.testing.assert_allclose(loss, trl_loss, rtol=1e-5)
     for name in DPO_METRICS:
         np.testing.assert_allclose(float(aux[name]), trl_metrics[name], rtol=1e-5, atol=1e-6, err_msg=name)
-    assert_gradients_equal(grads, trl_grads)
+    assert_gradients_equal(grads, trl_grads, "+".join(loss_type))
 
 
 def test_ipo_differs_from_trls_by_its_per_token_average(root, rows, dpo_models):
@@ -190,6 +193,7 @@ def test_ipo_differs_from_trls_by_its_per_token_average(root, rows, dpo_models):
         return (logps - ref_logps) / lengths
 
     averaged = preference.ipo(token_mean_logratios("chosen") - token_mean_logratios("rejected"), BETA).mean()
+    print(f"ipo: TRL's loss {trl_loss:.7g}, per-token variant {float(averaged):.7g}, rljax's (summed) {loss:.7g}")
     np.testing.assert_allclose(float(averaged), trl_loss, rtol=1e-5)  # TRL's IPO is the per-token variant
     assert abs(loss - trl_loss) > 100 * 1e-5 * trl_loss  # rljax's, on summed log-ratios, is far outside that
 
@@ -204,10 +208,11 @@ def test_reward_model_loss_metrics_and_gradients_equal_trls(root, rows, reward_m
     pairs, trl_loss, trl_metrics, trl_grads = trl_step(trainer, model, reward_model["dir"], reward_model["config"],
                                                        root)
     loss, aux, grads = rljax_loss_and_gradients(reward_model, pairs, "reward")
+    print(f"reward model: loss {loss:.7g} vs TRL's {trl_loss:.7g}")
     np.testing.assert_allclose(loss, trl_loss, rtol=1e-5)
     for trl_name, name in REWARD_METRICS.items():
         np.testing.assert_allclose(float(aux[name]), trl_metrics[trl_name], rtol=1e-5, atol=1e-6, err_msg=name)
     # transformers' score layer has no bias; rljax's reward head has one, imported as 0, whose Bradley-Terry
     # gradient is 0 (a shift of every reward leaves each chosen - rejected difference alone).
     np.testing.assert_allclose(grads["reward_head"]["bias"], 0.0, atol=1e-7)
-    assert_gradients_equal(grads, trl_grads)
+    assert_gradients_equal(grads, trl_grads, "reward model")
