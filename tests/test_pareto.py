@@ -30,6 +30,19 @@ def test_hypervolume_and_igd_equal_pymoo(k, n, seed):
     np.testing.assert_allclose(pareto.igd(points, reference), IGD(reference)(points), rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_crowding_distance_equals_pymoos_times_the_number_of_objectives(k):
+    # pymoo divides NSGA-II's sum over objectives by k; the ranking C-MORL selects by is the same.
+    from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
+
+    points = random_front(k, 25, seed=k)
+    ours, theirs = pareto.crowding_distance(points), k * calc_crowding_distance(-points)  # pymoo minimises
+    np.testing.assert_array_equal(np.isinf(ours), np.isinf(theirs))
+    finite = np.isfinite(ours)
+    assert finite.sum() >= 25 - 2 * k
+    np.testing.assert_allclose(ours[finite], theirs[finite], rtol=0, atol=1e-12)
+
+
 def test_hypervolume_ignores_dominated_and_non_dominating_points():
     front = np.array([[3.0, 1.0], [1.0, 3.0], [2.0, 2.0]])
     assert pareto.hypervolume(front, [0, 0]) == pytest.approx(3 + 2 + 1)  # three unit-width strips
