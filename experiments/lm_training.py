@@ -35,7 +35,7 @@ from rljax.lm import data as data_lib
 from rljax.lm import hf_import
 from rljax.lm.model import ATTENTION, DTYPES, gpt2_config, init_params, llama_config, require_attention_backend
 from rljax.lm.tokenizers import check_vocab, load_tokenizer
-from rljax.lm.train import LMHParams, LMTrainConfig, make_train
+from rljax.lm.train import LMHParams, LMTrainConfig, check_hparams, make_train
 
 PRESETS = {
     "llama-tiny": lambda heads: llama_config(vocab_size=259, hidden_size=128, num_layers=2, num_heads=4, heads=heads),
@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         parser.add_argument("--label-smoothing", type=float, default=0.0)
         parser.add_argument("--reference", choices=("params", "precomputed"), default="params")
         parser.add_argument("--sft-normalization", choices=("sum", "mean", "seq_mean"), default="sum")
+    if name == "reward-model":
+        parser.add_argument("--center-rewards-coefficient", type=float, default=0.0,
+                            help="weight of mean((r+ + r-)^2), as TRL's RewardConfig (0: off)")
     if name in ("dpo", "reward-model"):
         parser.add_argument("--prefix-sharing", action="store_true", help="run each pair's prompt once, for both "
                             "completions (the same training up to rounding, fewer FLOPs)")
@@ -131,7 +134,9 @@ def run(name: str, args: argparse.Namespace) -> dict:
         learning_rate=args.lr if args.lr is not None else (5e-7 if dpo else 1e-4),
         beta=args.beta if dpo else 0.1, label_smoothing=args.label_smoothing if dpo else 0.0,
         loss_weights=tuple(args.loss_weights) if dpo and args.loss_weights else None,
+        center_rewards_coefficient=args.center_rewards_coefficient if objective == "reward" else 0.0,
     )  # fmt: skip
+    check_hparams(hparams)  # before the run writes anything
     if params is None:
         params = init_params(model, jax.random.key(args.seed))
     if args.init:

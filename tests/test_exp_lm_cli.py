@@ -86,3 +86,14 @@ def test_cudnn_attention_off_a_gpu_or_in_float32_is_refused_before_anything_is_w
     with pytest.raises(ConfigError, match=r"LMConfig.attention: 'cudnn' computes in 'bfloat16' or 'float16', got dtype"):
         cli(["sft", "--data", files[0], "--attention", "cudnn", *out])
     assert not (tmp_path / "x").exists()
+
+
+def test_hyperparameters_out_of_range_are_refused_before_anything_is_written(files, tmp_path):
+    out = ["--out", str(tmp_path / "x"), *TINY]
+    with pytest.raises(ConfigError, match=r"LMHParams.label_smoothing: expected a number in \[0, 1/2\), got 0.5"):
+        cli(["dpo", "--data", files[1], "--loss-type", "robust", "--label-smoothing", "0.5", *out])
+    with pytest.raises(ConfigError, match=r"LMHParams.beta: expected a positive number, got 0.0"):
+        cli(["dpo", "--data", files[1], "--beta", "0", *out])
+    with pytest.raises(ConfigError, match=r"LMHParams.center_rewards_coefficient: expected a number >= 0, got -0.1"):
+        cli(["reward-model", "--data", files[1], "--center-rewards-coefficient", "-0.1", *out])
+    assert not (tmp_path / "x").exists()

@@ -141,10 +141,11 @@ def trl_dpo(root, rows, models, loss_type, loss_weights=None, label_smoothing=0.
 
 
 def rljax_loss_and_gradients(models, pairs, objective, loss_type=("sigmoid",), loss_weights=None,
-                             label_smoothing=0.0, sft_normalization="sum"):
+                             label_smoothing=0.0, sft_normalization="sum", center_rewards_coefficient=0.0):
     config = lm_train.LMTrainConfig(model=models["config"], objective=objective, loss_types=tuple(loss_type),
                                     sft_normalization=sft_normalization, batch_size=PAIRS)
-    hp = lm_train.LMHParams(beta=BETA, label_smoothing=label_smoothing, loss_weights=loss_weights)
+    hp = lm_train.LMHParams(beta=BETA, label_smoothing=label_smoothing, loss_weights=loss_weights,
+                            center_rewards_coefficient=center_rewards_coefficient)
     loss_fn = lm_train.make_loss(config)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(models["params"], models.get("ref_params"), pairs,
                                                                    hp, PAIRS)
@@ -198,21 +199,30 @@ def test_ipo_differs_from_trls_by_its_per_token_average(root, rows, dpo_models):
     assert abs(loss - trl_loss) > 100 * 1e-5 * trl_loss  # rljax's, on summed log-ratios, is far outside that
 
 
-def test_reward_model_loss_metrics_and_gradients_equal_trls(root, rows, reward_model):
+@pytest.mark.parametrize("center_rewards_coefficient", [None, 0.5])
+def test_reward_model_loss_metrics_and_gradients_equal_trls(root, rows, reward_model, center_rewards_coefficient):
     import trl
     from datasets import Dataset
 
     model = copy.deepcopy(reward_model["torch"])
-    trainer = trl.RewardTrainer(model=model, args=trl.RewardConfig(**trl_args(root)),
-                                processing_class=word_tokenizer(VOCAB), train_dataset=Dataset.from_list(rows))
+    args = trl.RewardConfig(**trl_args(root, center_rewards_coefficient=center_rewards_coefficient))
+    trainer = trl.RewardTrainer(model=model, args=args, processing_class=word_tokenizer(VOCAB),
+                                train_dataset=Dataset.from_list(rows))
     pairs, trl_loss, trl_metrics, trl_grads = trl_step(trainer, model, reward_model["dir"], reward_model["config"],
                                                        root)
-    loss, aux, grads = rljax_loss_and_gradients(reward_model, pairs, "reward")
-    print(f"reward model: loss {loss:.7g} vs TRL's {trl_loss:.7g}")
+    loss, aux, grads = rljax_loss_and_gradients(reward_model, pairs, "reward",
+                                                center_rewards_coefficient=center_rewards_coefficient or 0.0)
+    print(f"reward model (centring {center_rewards_coefficient}): loss {loss:.7g} vs TRL's {trl_loss:.7g}")
     np.testing.assert_allclose(loss, trl_loss, rtol=1e-5)
     for trl_name, name in REWARD_METRICS.items():
         np.testing.assert_allclose(float(aux[name]), trl_metrics[trl_name], rtol=1e-5, atol=1e-6, err_msg=name)
-    # transformers' score layer has no bias; rljax's reward head has one, imported as 0, whose Bradley-Terry
-    # gradient is 0 (a shift of every reward leaves each chosen - rejected difference alone).
-    np.testing.assert_allclose(grads["reward_head"]["bias"], 0.0, atol=1e-7)
-    assert_gradients_equal(grads, trl_grads, "reward model")
+    # transformers' score layer has no bias; rljax's reward head has one, imported as 0. Without centring its
+    # gradient is 0 (a shift of every reward leaves each chosen - rejected difference alone); with it, TRL has
+    # no such parameter to compare.
+    bias_grad = grads["reward_head"]["bias"]
+    if center_rewards_coefficient is None:
+        np.testing.assert_allclose(bias_grad, 0.0, atol=1e-7)
+    else:
+        assert np.abs(bias_grad).max() > 1e-3
+    grads["reward_head"]["bias"] = trl_grads["reward_head"]["bias"]
+    assert_gradients_equal(grads, trl_grads, f"reward model (centring {center_rewards_coefficient})")

@@ -87,7 +87,8 @@ from flax import struct
 import envs
 from envs import wrappers
 from rljax.core import offline
-from rljax.core.config import ConfigError, require, require_one_of, require_positive
+from rljax.core.config import (DISCOUNT, FRACTION, OPEN_UNIT, POSITIVE, ConfigError, require, require_in_ranges,
+                                require_one_of, require_positive)
 from rljax.core.evaluation import episode_returns
 from rljax.core.networks import QEnsemble, TanhMeanGaussianActor
 from rljax.core.trainer import Trainer
@@ -208,28 +209,12 @@ def value_loss(config: ImplicitValueConfig, diff, hp: ImplicitValueHParams):
 
 def check_hparams(config: ImplicitValueConfig, hp: ImplicitValueHParams) -> None:
     """Errors naming the field for concrete (not traced) hyperparameters outside their range."""
-
-    def concrete(x):
-        try:
-            return np.asarray(x, np.float64)
-        except (TypeError, jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-            return None
-
-    def check(name, ok, expected):
-        value = concrete(getattr(hp, name))
-        if value is not None and not np.all(ok(value)):
-            raise ConfigError(f"ImplicitValueHParams.{name}: expected {expected}, got {value.tolist()!r}")
-
-    if config.value_loss == "expectile":
-        check("expectile", lambda x: (x > 0) & (x < 1), "a number in (0, 1)")
-    else:
-        check("temperature", lambda x: x > 0, "a positive number")
+    ranges = {"expectile": OPEN_UNIT} if config.value_loss == "expectile" else {"temperature": POSITIVE}
     if config.value_loss == "chi2":
-        check("lam", lambda x: (x > 0) & (x < 1), "a number in (0, 1)")
+        ranges["lam"] = OPEN_UNIT
     if config.value_loss == "tv":
-        check("lam", lambda x: (x > 0.5) & (x < 1), "a number in (1/2, 1) (TV has no minimiser at or below 1/2)")
-    check("gamma", lambda x: (x >= 0) & (x < 1), "a number in [0, 1)")
-    check("tau", lambda x: (x > 0) & (x <= 1), "a number in (0, 1]")
+        ranges["lam"] = (lambda x: (x > 0.5) & (x < 1), "a number in (1/2, 1) (TV has no minimiser at or below 1/2)")
+    require_in_ranges(hp, ranges | {"gamma": DISCOUNT, "tau": FRACTION})
 
 
 # ---------------------------------------------------------------- networks

@@ -66,7 +66,8 @@ import envs
 from envs import wrappers
 from rljax.core import replay as replay_lib
 from rljax.core import rollout as rollout_lib
-from rljax.core.config import ConfigError, require, require_one_of, require_positive
+from rljax.core.config import (DISCOUNT, FRACTION, POSITIVE, ConfigError, require, require_in_ranges, require_one_of,
+                                require_positive)
 from rljax.core.dataset import DatasetError, check_matches_env
 from rljax.core.evaluation import episode_returns
 from rljax.core.networks import ACTIVATIONS, MLP, QEnsemble, SquashedGaussianActor
@@ -136,20 +137,18 @@ class IQLearnHParams:
 
 
 _HPARAM_RANGES = {
-    "critic_lr": (lambda v: v > 0, "a positive number"),
-    "actor_lr": (lambda v: v > 0, "a positive number"),
-    "temperature": (lambda v: v > 0, "a positive number"),
-    "alpha": (lambda v: v > 0, "a positive number"),
-    "gamma": (lambda v: (v >= 0) & (v < 1), "a number in [0, 1)"),
-    "tau": (lambda v: (v > 0) & (v <= 1), "a number in (0, 1]"),
+    "critic_lr": POSITIVE,
+    "actor_lr": POSITIVE,
+    "temperature": POSITIVE,
+    "alpha": POSITIVE,
+    "gamma": DISCOUNT,
+    "tau": FRACTION,
 }
 
 
 def check_hparams(hp: IQLearnHParams) -> None:
     """``ConfigError`` naming the field unless every hyperparameter (scalars or per-run arrays) is in range."""
-    for field, (ok, expected) in _HPARAM_RANGES.items():
-        value = np.asarray(getattr(hp, field), np.float64)
-        require(bool(np.all(ok(value))), f"IQLearnHParams.{field}: expected {expected}, got {value.tolist()!r}")
+    require_in_ranges(hp, _HPARAM_RANGES)
 
 
 PRESETS: dict[str, tuple[IQLearnConfig, IQLearnHParams]] = {

@@ -75,7 +75,8 @@ from flax import struct
 import envs
 from envs import wrappers
 from rljax.core import offline
-from rljax.core.config import ConfigError, require, require_one_of, require_positive
+from rljax.core.config import (DISCOUNT, FRACTION, NON_NEGATIVE, OPEN_UNIT, POSITIVE, ConfigError, require,
+                                require_in_ranges, require_one_of, require_positive)
 from rljax.core.dataset import Dataset
 from rljax.core.evaluation import episode_returns
 from rljax.core.trainer import Trainer
@@ -145,22 +146,20 @@ class ODICEHParams:
 
 
 _HPARAM_RANGES = {
-    "lam": (lambda v: (v > 0) & (v < 1), "a number in (0, 1)"),
-    "eta": (lambda v: v >= 0, "a number >= 0"),
-    "gamma": (lambda v: (v >= 0) & (v < 1), "a number in [0, 1)"),
-    "value_lr": (lambda v: v > 0, "a positive number"),
-    "policy_lr": (lambda v: v > 0, "a positive number"),
-    "policy_weight_decay": (lambda v: v >= 0, "a number >= 0"),
-    "tau": (lambda v: (v > 0) & (v <= 1), "a number in (0, 1]"),
-    "max_weight": (lambda v: v > 0, "a positive number"),
+    "lam": OPEN_UNIT,
+    "eta": NON_NEGATIVE,
+    "gamma": DISCOUNT,
+    "value_lr": POSITIVE,
+    "policy_lr": POSITIVE,
+    "policy_weight_decay": NON_NEGATIVE,
+    "tau": FRACTION,
+    "max_weight": POSITIVE,
 }
 
 
 def check_hparams(hp: ODICEHParams) -> None:
     """``ConfigError`` naming the field unless every hyperparameter (scalars or per-run arrays) is in range."""
-    for field, (ok, expected) in _HPARAM_RANGES.items():
-        value = np.asarray(getattr(hp, field), np.float64)
-        require(bool(np.all(ok(value))), f"ODICEHParams.{field}: expected {expected}, got {value.tolist()!r}")
+    require_in_ranges(hp, _HPARAM_RANGES)
 
 
 # ---------------------------------------------------------------- networks

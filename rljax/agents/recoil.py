@@ -67,14 +67,14 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
 import envs
 from envs import wrappers
 from rljax.core import offline
-from rljax.core.config import ConfigError, require, require_one_of, require_positive
+from rljax.core.config import (DISCOUNT, FRACTION, NON_NEGATIVE, OPEN_UNIT, POSITIVE, ConfigError, require,
+                                require_in_ranges, require_one_of, require_positive)
 from rljax.core.dataset import DatasetError, check_matches_env
 from rljax.core.evaluation import episode_returns
 from rljax.core.networks import ACTIVATIONS, MLP, QEnsemble, TanhMeanGaussianActor
@@ -183,23 +183,21 @@ class ReCOILHParams:
 
 
 _HPARAM_RANGES = {
-    "beta": (lambda v: (v > 0) & (v <= 1), "a number in (0, 1]"),
-    "gamma": (lambda v: (v >= 0) & (v < 1), "a number in [0, 1)"),
-    "critic_lr": (lambda v: v > 0, "a positive number"),
-    "value_lr": (lambda v: v > 0, "a positive number"),
-    "actor_lr": (lambda v: v > 0, "a positive number"),
-    "tau": (lambda v: (v > 0) & (v <= 1), "a number in (0, 1]"),
-    "expectile": (lambda v: (v > 0) & (v < 1), "a number in (0, 1)"),
-    "value_temperature": (lambda v: v > 0, "a positive number"),
-    "inverse_temperature": (lambda v: v >= 0, "a number >= 0"),
+    "beta": FRACTION,
+    "gamma": DISCOUNT,
+    "critic_lr": POSITIVE,
+    "value_lr": POSITIVE,
+    "actor_lr": POSITIVE,
+    "tau": FRACTION,
+    "expectile": OPEN_UNIT,
+    "value_temperature": POSITIVE,
+    "inverse_temperature": NON_NEGATIVE,
 }
 
 
 def check_hparams(hp: ReCOILHParams) -> None:
     """``ConfigError`` naming the field unless every hyperparameter (scalars or per-run arrays) is in range."""
-    for field, (ok, expected) in _HPARAM_RANGES.items():
-        value = np.asarray(getattr(hp, field), np.float64)
-        require(bool(np.all(ok(value))), f"ReCOILHParams.{field}: expected {expected}, got {value.tolist()!r}")
+    require_in_ranges(hp, _HPARAM_RANGES)
 
 
 # ---------------------------------------------------------------- networks and state

@@ -37,6 +37,27 @@ def require_positive(config: Any, *fields: str) -> None:
         require(value > 0, f"{type(config).__name__}.{name}: expected a positive number, got {value!r}")
 
 
+# Ranges for :func:`require_in_ranges`: a predicate on a float64 array, and what the error says is expected.
+POSITIVE = (lambda v: v > 0, "a positive number")
+NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
+DISCOUNT = (lambda v: (v >= 0) & (v < 1), "a number in [0, 1)")
+FRACTION = (lambda v: (v > 0) & (v <= 1), "a number in (0, 1]")  # a step size, a mixture weight
+OPEN_UNIT = (lambda v: (v > 0) & (v < 1), "a number in (0, 1)")
+
+
+def require_in_ranges(hparams: Any, ranges: dict[str, tuple[Any, str]]) -> None:
+    """Raise :class:`ConfigError` naming the first field of ``hparams`` outside its range. ``ranges`` maps a
+    field to ``(predicate, expected)``; a field may hold a scalar or one value per run (vmapped sweeps).
+    Traced values (a check inside ``jit``) cannot be read and are skipped."""
+    for field, (ok, expected) in ranges.items():
+        try:
+            value = np.asarray(getattr(hparams, field), np.float64)
+        except (TypeError, jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+            continue
+        require(bool(np.all(ok(value))),
+                f"{type(hparams).__name__}.{field}: expected {expected}, got {value.tolist()!r}")
+
+
 def require_one_of(config: Any, field: str, choices: Any) -> None:
     """Raise :class:`ConfigError` naming ``field`` of ``config`` unless its value is one of ``choices``."""
     value = getattr(config, field)

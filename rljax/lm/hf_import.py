@@ -22,7 +22,9 @@ Both also as sequence classifiers (``LlamaForSequenceClassification``,
 ``GPT2ForSequenceClassification``: reward models, such as TRL's ``RewardTrainer``
 trains): the ``score`` layer [num_labels, hidden] becomes the ``reward`` head,
 read at the last attended token (transformers reads the last non-pad token: the
-same token under right padding).
+same token under right padding). rljax's reward head has a bias, imported as 0,
+which transformers' lacks: the Bradley-Terry loss leaves it at 0 (its gradient
+is 0), reward centring trains it.
 
 ``overrides`` may set only fields that do not change the architecture:
 ``dtype``, ``param_dtype``, ``scan_layers``, ``remat``, ``heads``,

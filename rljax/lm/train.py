@@ -36,7 +36,8 @@ from flax import struct
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rljax.core.config import ConfigError, require, require_one_of, require_positive
+from rljax.core.config import (NON_NEGATIVE, POSITIVE, ConfigError, require, require_in_ranges, require_one_of,
+                                require_positive)
 from rljax.core.trainer import Trainer
 from rljax.lm import model as model_lib
 from rljax.lm.model import LanguageModel, LMConfig
@@ -105,12 +106,30 @@ class LMTrainConfig:
 
 @struct.dataclass
 class LMHParams:
-    """Dynamic hyperparameters (vmappable). ``loss_weights``: one per ``loss_types`` entry (default 1 each)."""
+    """Dynamic hyperparameters (vmappable). ``loss_weights``: one per ``loss_types`` entry (default 1 each).
+    ``center_rewards_coefficient`` (reward models): TRL's weight of ``mean((r+ + r-)^2)``, which pulls the
+    rewards toward zero mean (Eisenstein et al., 2023)."""
 
     learning_rate: float = 1e-4
     beta: float = 0.1
     label_smoothing: float = 0.0
     loss_weights: Any = None
+    center_rewards_coefficient: float = 0.0
+
+
+_HPARAM_RANGES = {
+    "learning_rate": POSITIVE,
+    "beta": POSITIVE,
+    # robust DPO divides by 1 - 2 eps; cDPO's smoothing is a flip rate below 1/2
+    "label_smoothing": (lambda v: (v >= 0) & (v < 0.5), "a number in [0, 1/2)"),
+    "center_rewards_coefficient": NON_NEGATIVE,
+}
+
+
+def check_hparams(hp: LMHParams) -> None:
+    """``ConfigError`` naming the field unless every concrete hyperparameter is in range (traced ones are
+    skipped). ``loss_weights`` may be negative (gradient ascent on a term) and is not checked."""
+    require_in_ranges(hp, _HPARAM_RANGES)
 
 
 @struct.dataclass
@@ -301,7 +320,8 @@ def make_loss(config: LMTrainConfig, logits_from: int = 0, shared_prefix: int = 
     def reward_loss(params, ref_params, batch, hp, norm):
         chosen, rejected = _pair_rewards(params, model, batch, shared_prefix)
         B = chosen.shape[0]
-        loss, aux = preference.bradley_terry_loss(chosen, rejected)
+        loss, aux = preference.bradley_terry_loss(chosen, rejected,
+                                                  center_rewards_coefficient=hp.center_rewards_coefficient)
         scale = B / norm  # micro-batch mean -> share of the minibatch mean
         return loss * scale, {k: v * scale for k, v in aux.items()} | {"loss": loss * scale}
 
@@ -420,6 +440,7 @@ def make_train(
         trains many seeds' or pairs' data sets (``jax.vmap`` or a loop over them). Such
         data must lay out its rows as ``make_train``'s did: no completion token before
         its first one (and, with prefix sharing, both rows of a pair equal before it)."""
+        check_hparams(hp)
         hp = default_weights(hp)
         init_key, key = jax.random.split(key)
         if params is None:
