@@ -77,7 +77,8 @@ def test_vmapped_rpo_sweep_equals_separate_runs():
                         optimizer="sgd")
     trainer = make_train(cfg, DATA, init_params=P0)
     weights = jnp.array([[1.0, 0.0], [1.0, 0.5]])
-    hps = LMHParams(learning_rate=jnp.full(2, 0.1), beta=jnp.full(2, 0.1), label_smoothing=jnp.zeros(2), loss_weights=weights)
+    hps = LMHParams(learning_rate=jnp.full(2, 0.1), beta=jnp.full(2, 0.1), label_smoothing=jnp.zeros(2), loss_weights=weights,
+                    center_rewards_coefficient=jnp.zeros(2))
     keys = jnp.stack([jax.random.key(1)] * 2)
     states, metrics = jax.jit(jax.vmap(trainer))(keys, hps)
     for i in range(2):
