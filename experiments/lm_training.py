@@ -70,6 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     if name == "reward-model":
         parser.add_argument("--center-rewards-coefficient", type=float, default=0.0,
                             help="weight of mean((r+ + r-)^2), as TRL's RewardConfig (0: off)")
+        parser.add_argument("--margin", action="store_true", help="read each pair's Bradley-Terry margin from "
+                            "its JSONL key 'margin' (Llama 2's preference strength; TRL's margin column)")
     if name in ("dpo", "reward-model"):
         parser.add_argument("--prefix-sharing", action="store_true", help="run each pair's prompt once, for both "
                             "completions (the same training up to rounding, fewer FLOPs)")
@@ -121,7 +123,8 @@ def run(name: str, args: argparse.Namespace) -> dict:
     tokenizer = load_tokenizer(args.tokenizer or default_tokenizer)
     check_vocab(tokenizer, model.vocab_size)
     loader = data_lib.load_sft_jsonl if objective == "sft" else data_lib.load_preference_jsonl
-    data = loader(args.data, tokenizer, args.max_length)
+    margin = objective == "reward" and args.margin
+    data = loader(args.data, tokenizer, args.max_length, extra_keys=("margin",) if margin else ())
     dpo = objective == "dpo"
     config = LMTrainConfig(
         model=model, objective=objective, batch_size=args.batch_size, grad_accum_steps=args.grad_accum,

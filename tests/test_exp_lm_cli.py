@@ -58,10 +58,14 @@ def test_sft_then_dpo_from_its_checkpoint(files, tmp_path):
 @pytest.mark.integration
 def test_reward_model_cli(files, tmp_path):
     out = tmp_path / "rm"
-    cli(["reward-model", "--data", files[1], "--epochs", "2", "--lr", "1e-3", "--prefix-sharing", "--out", str(out), *TINY])
+    rows = [json.loads(line) | {"margin": 0.5} for line in open(files[1])]  # Llama 2's margins, TRL's column
+    data = write_jsonl(tmp_path / "margins.jsonl", rows)
+    cli(["reward-model", "--data", data, "--margin", "--center-rewards-coefficient", "0.01", "--epochs", "2",
+         "--lr", "1e-3", "--prefix-sharing", "--out", str(out), *TINY])
     final = json.loads((out / "result.json").read_text())["final"]
     assert {"loss", "accuracy", "margin"} <= set(final) and np.isfinite(final["loss"]).all()
-    assert json.loads((out / "config.json").read_text())["config"]["prefix_sharing"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["prefix_sharing"] and config["hparams"]["center_rewards_coefficient"] == 0.01
 
 
 def test_malformed_jsonl_row_names_the_line(files, tmp_path):
@@ -85,6 +89,12 @@ def test_cudnn_attention_off_a_gpu_or_in_float32_is_refused_before_anything_is_w
         cli(["dpo", "--data", files[1], "--dtype", "bfloat16", "--attention", "cudnn", *out])
     with pytest.raises(ConfigError, match=r"LMConfig.attention: 'cudnn' computes in 'bfloat16' or 'float16', got dtype"):
         cli(["sft", "--data", files[0], "--attention", "cudnn", *out])
+    assert not (tmp_path / "x").exists()
+
+
+def test_margin_flag_needs_a_margin_in_every_row(files, tmp_path):
+    with pytest.raises(LMDataError, match=r"prefs.jsonl, line 1: missing key 'margin'"):
+        cli(["reward-model", "--data", files[1], "--margin", "--out", str(tmp_path / "x"), *TINY])
     assert not (tmp_path / "x").exists()
 
 

@@ -116,6 +116,25 @@ def test_reward_model_learns_the_marker():
     assert float((chosen > rejected).mean()) > 0.95
 
 
+def test_each_pairs_margin_enters_its_bradley_terry_term():
+    # Llama 2's margin, -log sigma(r+ - r- - m), read from the data's extras row by row. One minibatch of every
+    # pair: its loss, at the initial params, is the mean over the pairs whatever their order.
+    cfg = LMTrainConfig(model=REWARD_MODEL, objective="reward", batch_size=len(DATA), num_epochs=1)
+    params = init_params(REWARD_MODEL, jax.random.key(0))
+    margins = np.linspace(-3.0, 3.0, len(DATA), dtype=np.float32)
+    _, m = jax.jit(make_train(cfg, dataclasses.replace(DATA, extras={"margin": margins}), init_params=params))(
+        jax.random.key(0), LMHParams())
+    reward = lambda side: LanguageModel(REWARD_MODEL).apply(  # noqa: E731
+        {"params": params}, getattr(DATA, f"{side}_input_ids"), getattr(DATA, f"{side}_attention_mask")).rewards
+    diff = reward("chosen") - reward("rejected")
+    np.testing.assert_allclose(m["loss"][0], -jax.nn.log_sigmoid(diff - margins).mean(), rtol=1e-5)
+    assert abs(m["loss"][0] - -jax.nn.log_sigmoid(diff).mean()) > 0.1  # the margins matter
+    with pytest.raises(ConfigError, match=r"data\['margin'\]: expected one number per pair, shape \(32,\), got \(31,\)"):
+        make_train(cfg, dataclasses.replace(DATA, extras={"margin": margins[1:]}))
+    with pytest.raises(ConfigError, match=r"data\['margin'\]: expected finite numbers, row 3 is nan"):
+        make_train(cfg, dataclasses.replace(DATA, extras={"margin": np.where(np.arange(32) == 3, np.nan, margins)}))
+
+
 def test_host_loop_runs_lm_trainer_with_evaluation(tmp_path):
     cfg = LMTrainConfig(model=MODEL, objective="dpo", batch_size=8, num_epochs=2)
     eval_fn = lambda params: {"embed_norm": jnp.linalg.norm(params["transformer"]["embed"]["embedding"])}  # noqa: E731

@@ -113,7 +113,7 @@ def trl_step(trainer, model, checkpoint_dir, config, root):
     save_file({name: p.grad.contiguous() for name, p in model.named_parameters()}, grads_dir / "model.safetensors")
     shutil.copy(checkpoint_dir / "config.json", grads_dir)
     grads = hf_import.load_hf_params(grads_dir, config)
-    pairs = {}
+    pairs = {"margin": jnp.asarray(batch["margin"].numpy())} if "margin" in batch else {}
     for side, half in (("chosen", slice(0, PAIRS)), ("rejected", slice(PAIRS, None))):  # TRL: [chosen; rejected]
         for field in ("input_ids", "attention_mask", "completion_mask"):
             if field in batch:
@@ -199,11 +199,14 @@ def test_ipo_differs_from_trls_by_its_per_token_average(root, rows, dpo_models):
     assert abs(loss - trl_loss) > 100 * 1e-5 * trl_loss  # rljax's, on summed log-ratios, is far outside that
 
 
-@pytest.mark.parametrize("center_rewards_coefficient", [None, 0.5])
-def test_reward_model_loss_metrics_and_gradients_equal_trls(root, rows, reward_model, center_rewards_coefficient):
+@pytest.mark.parametrize("center_rewards_coefficient, margins", [(None, False), (0.5, False), (None, True)])
+def test_reward_model_loss_metrics_and_gradients_equal_trls(root, rows, reward_model, center_rewards_coefficient,
+                                                            margins):
     import trl
     from datasets import Dataset
 
+    if margins:  # Llama 2's preference strength, TRL's "margin" column
+        rows = [row | {"margin": float(m)} for row, m in zip(rows, np.linspace(-1.0, 2.0, len(rows)))]
     model = copy.deepcopy(reward_model["torch"])
     args = trl.RewardConfig(**trl_args(root, center_rewards_coefficient=center_rewards_coefficient))
     trainer = trl.RewardTrainer(model=model, args=args, processing_class=word_tokenizer(VOCAB),
@@ -212,7 +215,9 @@ def test_reward_model_loss_metrics_and_gradients_equal_trls(root, rows, reward_m
                                                        root)
     loss, aux, grads = rljax_loss_and_gradients(reward_model, pairs, "reward",
                                                 center_rewards_coefficient=center_rewards_coefficient or 0.0)
-    print(f"reward model (centring {center_rewards_coefficient}): loss {loss:.7g} vs TRL's {trl_loss:.7g}")
+    assert ("margin" in pairs) == margins
+    what = f"reward model (centring {center_rewards_coefficient}, margins {margins})"
+    print(f"{what}: loss {loss:.7g} vs TRL's {trl_loss:.7g}")
     np.testing.assert_allclose(loss, trl_loss, rtol=1e-5)
     for trl_name, name in REWARD_METRICS.items():
         np.testing.assert_allclose(float(aux[name]), trl_metrics[trl_name], rtol=1e-5, atol=1e-6, err_msg=name)
@@ -225,4 +230,4 @@ def test_reward_model_loss_metrics_and_gradients_equal_trls(root, rows, reward_m
     else:
         assert np.abs(bias_grad).max() > 1e-3
     grads["reward_head"]["bias"] = trl_grads["reward_head"]["bias"]
-    assert_gradients_equal(grads, trl_grads, f"reward model (centring {center_rewards_coefficient})")
+    assert_gradients_equal(grads, trl_grads, what)

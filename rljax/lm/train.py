@@ -51,6 +51,9 @@ SEQUENCE_FIELDS = {
     "reward": tuple(f"{side}_{f}" for side in ("chosen", "rejected") for f in ("input_ids", "attention_mask", "completion_mask")),
 }
 SEQUENCE_FIELDS["dpo"] = SEQUENCE_FIELDS["reward"]
+# Optional per-pair numbers, read from the data (a PreferenceData's extras, or a dict's keys) when present:
+# the reward model's Bradley-Terry margin (Llama 2; TRL's RewardTrainer "margin" column).
+PAIR_VALUE_FIELDS = {"sft": (), "reward": ("margin",), "dpo": ()}
 DATA_AXIS = "data"
 
 
@@ -175,6 +178,23 @@ def _as_arrays(data, fields: tuple[str, ...], name: str) -> dict[str, np.ndarray
         f"{name}: every field must be [num_examples, seq_len] with one shape; got {shapes}",
     )
     return {f: a.astype(np.int32) for f, a in arrays.items()}
+
+
+def _pair_values(data, fields: tuple[str, ...], num: int, name: str) -> dict[str, np.ndarray]:
+    """The ``fields`` that ``data`` holds (in ``extras`` for a PreferenceData), as finite float32 ``[num]``."""
+    if dataclasses.is_dataclass(data):
+        data = getattr(data, "extras", {})
+    out = {}
+    for field in fields:
+        if field not in data:
+            continue
+        value = np.asarray(data[field], np.float32)
+        require(value.shape == (num,), f"{name}[{field!r}]: expected one number per pair, shape {(num,)}, got {value.shape}")
+        if not np.isfinite(value).all():
+            row = int(np.flatnonzero(~np.isfinite(value))[0])
+            raise ConfigError(f"{name}[{field!r}]: expected finite numbers, row {row} is {value[row]}")
+        out[field] = value
+    return out
 
 
 def sequence_logps(params, config: LMConfig, input_ids, attention_mask, completion_mask, logits_from: int = 0):
@@ -320,7 +340,7 @@ def make_loss(config: LMTrainConfig, logits_from: int = 0, shared_prefix: int = 
     def reward_loss(params, ref_params, batch, hp, norm):
         chosen, rejected = _pair_rewards(params, model, batch, shared_prefix)
         B = chosen.shape[0]
-        loss, aux = preference.bradley_terry_loss(chosen, rejected,
+        loss, aux = preference.bradley_terry_loss(chosen, rejected, margin=batch.get("margin"),
                                                   center_rewards_coefficient=hp.center_rewards_coefficient)
         scale = B / norm  # micro-batch mean -> share of the minibatch mean
         return loss * scale, {k: v * scale for k, v in aux.items()} | {"loss": loss * scale}
@@ -385,11 +405,14 @@ def make_train(
     eval_fn: Callable[[Any], dict[str, jax.Array]] | None = None,
 ) -> LMTrainer:
     """Build the trainer. ``data``: a dict (or dataclass) of [N, T] int arrays with the
-    fields of ``SEQUENCE_FIELDS[config.objective]``. ``init_params``: start (and the
-    DPO reference) from these params instead of a random init. ``eval_fn(params)``:
-    extra scalar metrics for ``evaluate`` (e.g. an exact expected gold reward)."""
+    fields of ``SEQUENCE_FIELDS[config.objective]``, and optionally the per-pair numbers of
+    ``PAIR_VALUE_FIELDS`` (a reward model's ``margin``: in a PreferenceData's ``extras``, or a
+    key of the dict). ``init_params``: start (and the DPO reference) from these params instead
+    of a random init. ``eval_fn(params)``: extra scalar metrics for ``evaluate`` (e.g. an exact
+    expected gold reward)."""
     arrays = _as_arrays(data, SEQUENCE_FIELDS[config.objective], "data")
     N = num_examples(arrays)
+    pair_values = _pair_values(data, PAIR_VALUE_FIELDS[config.objective], N, "data")
     require(
         N >= config.batch_size,
         f"data: {N} examples is fewer than one batch (LMTrainConfig.batch_size = {config.batch_size})",
@@ -446,11 +469,12 @@ def make_train(
         if params is None:
             params = init_params if init_params is not None else model_lib.init_params(config.model, init_key)
         params = jax.tree.map(jnp.asarray, params)
-        data = arrays if data is None else data
-        for field, array in arrays.items():
+        data = arrays | pair_values if data is None else data
+        for field, array in (arrays | pair_values).items():
             got = jnp.shape(data[field]) if field in data else "missing"
             require(got == array.shape, f"init_from: data[{field!r}] must be {array.shape} as in make_train, got {got}")
         device_data = {k: jnp.asarray(data[k], jnp.int32) for k in arrays}
+        device_data |= {k: jnp.asarray(data[k], jnp.float32) for k in pair_values}
         if config.objective == "dpo" and config.reference == "precomputed":
             device_data |= jax.lax.stop_gradient(precompute_reference(params, device_data))
         opt_state = make_optimizer(config, _lr_at(config, hp, 0)).init(_float32(params))
