@@ -1,10 +1,11 @@
-"""rljax's DPO and reward-model objectives against TRL 1.16's ``DPOTrainer`` and ``RewardTrainer`` on one batch.
+"""rljax's SFT, DPO and reward-model objectives against TRL 1.16's ``SFTTrainer``, ``DPOTrainer`` and
+``RewardTrainer`` on one batch.
 
 Both sides get the same Llama weights (random ``LlamaForCausalLM`` / ``LlamaForSequenceClassification`` models
 saved by transformers, read by ``rljax.lm.hf_import``) and the same collated batch (TRL's own, with right
-padding: prompts and completions of different lengths). For every DPO loss type that both implement as the
-papers define it, and for the Bradley-Terry reward model, the loss, TRL's metrics and the gradients of every
-parameter agree to float32 rounding. IPO is where they part: the IPO paper's h is the log-ratio of whole
+padding: prompts and completions of different lengths). For SFT, for every DPO loss type that both implement
+as the papers define it, and for the Bradley-Terry reward model, the loss and the gradients of every parameter
+agree to float32 rounding, and so do TRL's reward metrics. IPO is where they part: the IPO paper's h is the log-ratio of whole
 sequences, which rljax sums, while TRL averages each sequence's log-ratio over its tokens; a test pins that
 difference exactly.
 """
@@ -97,7 +98,7 @@ def reward_model(root):
 
 
 def trl_step(trainer, model, checkpoint_dir, config, root):
-    """One batch of ``trainer`` through ``model``: (the batch as rljax's pair arrays, loss, TRL's metrics, the
+    """One batch of ``trainer`` through ``model``: (the batch as rljax's arrays, loss, TRL's metrics, the
     gradients in rljax's parameter layout)."""
     from safetensors.torch import save_file
 
@@ -113,13 +114,23 @@ def trl_step(trainer, model, checkpoint_dir, config, root):
     save_file({name: p.grad.contiguous() for name, p in model.named_parameters()}, grads_dir / "model.safetensors")
     shutil.copy(checkpoint_dir / "config.json", grads_dir)
     grads = hf_import.load_hf_params(grads_dir, config)
+    assert (batch["attention_mask"] == 0).any(), "the batch should hold padding"
+    return as_rljax_batch(batch), float(loss), metrics, grads
+
+
+def as_rljax_batch(batch):
+    """TRL's collated batch in rljax's fields: an SFT batch marks its completion by its labels; a pair batch
+    stacks ``[chosen; rejected]`` rows, which rljax keeps apart."""
+    if "labels" in batch:
+        return {"input_ids": jnp.asarray(batch["input_ids"].numpy()),
+                "attention_mask": jnp.asarray(batch["attention_mask"].numpy()),
+                "completion_mask": jnp.asarray((batch["labels"] != -100).numpy(), jnp.int32)}
     pairs = {"margin": jnp.asarray(batch["margin"].numpy())} if "margin" in batch else {}
-    for side, half in (("chosen", slice(0, PAIRS)), ("rejected", slice(PAIRS, None))):  # TRL: [chosen; rejected]
+    for side, half in (("chosen", slice(0, PAIRS)), ("rejected", slice(PAIRS, None))):
         for field in ("input_ids", "attention_mask", "completion_mask"):
             if field in batch:
                 pairs[f"{side}_{field}"] = jnp.asarray(batch[field][half].numpy())
-    assert (np.asarray(pairs["chosen_attention_mask"]) == 0).any(), "the batch should hold padding"
-    return pairs, float(loss), metrics, grads
+    return pairs
 
 
 def trl_args(root, **fields):
@@ -140,15 +151,17 @@ def trl_dpo(root, rows, models, loss_type, loss_weights=None, label_smoothing=0.
     return trl_step(trainer, model, models["dir"], models["config"], root)
 
 
-def rljax_loss_and_gradients(models, pairs, objective, loss_type=("sigmoid",), loss_weights=None,
+def rljax_loss_and_gradients(models, batch, objective, loss_type=("sigmoid",), loss_weights=None,
                              label_smoothing=0.0, sft_normalization="sum", center_rewards_coefficient=0.0):
     config = lm_train.LMTrainConfig(model=models["config"], objective=objective, loss_types=tuple(loss_type),
                                     sft_normalization=sft_normalization, batch_size=PAIRS)
     hp = lm_train.LMHParams(beta=BETA, label_smoothing=label_smoothing, loss_weights=loss_weights,
                             center_rewards_coefficient=center_rewards_coefficient)
     loss_fn = lm_train.make_loss(config)
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(models["params"], models.get("ref_params"), pairs,
-                                                                   hp, PAIRS)
+    # the minibatch's denominator: pairs, or the completion tokens that are predicted (SFT's token mean)
+    norm = batch["completion_mask"][:, 1:].sum().astype(jnp.float32) if objective == "sft" else PAIRS
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(models["params"], models.get("ref_params"), batch,
+                                                                   hp, norm)
     return float(loss), aux, grads
 
 
@@ -231,3 +244,21 @@ def test_reward_model_loss_metrics_and_gradients_equal_trls(root, rows, reward_m
         assert np.abs(bias_grad).max() > 1e-3
     grads["reward_head"]["bias"] = trl_grads["reward_head"]["bias"]
     assert_gradients_equal(grads, trl_grads, what)
+
+
+def test_sft_loss_and_gradients_equal_trls(root, rows, dpo_models):
+    # TRL's SFTTrainer on prompt-completion rows: the token-mean NLL of the completions (prompt tokens are
+    # labelled -100), rljax's objective="sft".
+    import trl
+    from datasets import Dataset
+
+    model = copy.deepcopy(dpo_models["torch"])
+    sft_rows = [{"prompt": row["prompt"], "completion": row["chosen"]} for row in rows]
+    trainer = trl.SFTTrainer(model=model, args=trl.SFTConfig(**trl_args(root)), processing_class=word_tokenizer(VOCAB),
+                             train_dataset=Dataset.from_list(sft_rows))
+    batch, trl_loss, trl_metrics, trl_grads = trl_step(trainer, model, dpo_models["dir"], dpo_models["config"], root)
+    loss, aux, grads = rljax_loss_and_gradients(dpo_models, batch, "sft")
+    print(f"sft: loss {loss:.7g} vs TRL's {trl_loss:.7g}")
+    np.testing.assert_allclose(loss, trl_loss, rtol=1e-5)
+    assert trl_metrics["num_tokens"] == int(batch["attention_mask"].sum())  # TRL's batch is the one rljax saw
+    assert_gradients_equal(grads, trl_grads, "sft")
