@@ -83,27 +83,20 @@ def test_init_from_a_run_of_another_model_is_refused(files, tmp_path):
              "--out", str(tmp_path / "dpo"), *TINY])
 
 
-def test_cudnn_attention_off_a_gpu_or_in_float32_is_refused_before_anything_is_written(files, tmp_path):
-    out = ["--out", str(tmp_path / "x"), *TINY]
-    with pytest.raises(ConfigError, match=r"LMConfig.attention: 'cudnn' runs on NVIDIA GPUs only, .* backend is 'cpu'"):
-        cli(["dpo", "--data", files[1], "--dtype", "bfloat16", "--attention", "cudnn", *out])
-    with pytest.raises(ConfigError, match=r"LMConfig.attention: 'cudnn' computes in 'bfloat16' or 'float16', got dtype"):
-        cli(["sft", "--data", files[0], "--attention", "cudnn", *out])
-    assert not (tmp_path / "x").exists()
-
-
-def test_margin_flag_needs_a_margin_in_every_row(files, tmp_path):
-    with pytest.raises(LMDataError, match=r"prefs.jsonl, line 1: missing key 'margin'"):
-        cli(["reward-model", "--data", files[1], "--margin", "--out", str(tmp_path / "x"), *TINY])
-    assert not (tmp_path / "x").exists()
-
-
-def test_hyperparameters_out_of_range_are_refused_before_anything_is_written(files, tmp_path):
-    out = ["--out", str(tmp_path / "x"), *TINY]
-    with pytest.raises(ConfigError, match=r"LMHParams.label_smoothing: expected a number in \[0, 1/2\), got 0.5"):
-        cli(["dpo", "--data", files[1], "--loss-type", "robust", "--label-smoothing", "0.5", *out])
-    with pytest.raises(ConfigError, match=r"LMHParams.beta: expected a positive number, got 0.0"):
-        cli(["dpo", "--data", files[1], "--beta", "0", *out])
-    with pytest.raises(ConfigError, match=r"LMHParams.center_rewards_coefficient: expected a number >= 0, got -0.1"):
-        cli(["reward-model", "--data", files[1], "--center-rewards-coefficient", "-0.1", *out])
+@pytest.mark.parametrize("command, error, match", [
+    (["dpo", "PREFS", "--dtype", "bfloat16", "--attention", "cudnn"], ConfigError,
+     r"LMConfig.attention: 'cudnn' runs on NVIDIA GPUs only, .* backend is 'cpu'"),
+    (["sft", "SFT", "--attention", "cudnn"], ConfigError,
+     r"LMConfig.attention: 'cudnn' computes in 'bfloat16' or 'float16', got dtype"),
+    (["reward-model", "PREFS", "--margin"], LMDataError, r"prefs.jsonl, line 1: missing key 'margin'"),
+    (["dpo", "PREFS", "--loss-type", "robust", "--label-smoothing", "0.5"], ConfigError,
+     r"LMHParams.label_smoothing: expected a number in \[0, 1/2\), got 0.5"),
+    (["dpo", "PREFS", "--beta", "0"], ConfigError, r"LMHParams.beta: expected a positive number, got 0.0"),
+    (["reward-model", "PREFS", "--center-rewards-coefficient", "-0.1"], ConfigError,
+     r"LMHParams.center_rewards_coefficient: expected a number >= 0, got -0.1"),
+])
+def test_bad_settings_are_refused_before_anything_is_written(files, tmp_path, command, error, match):
+    name, data, *rest = command
+    with pytest.raises(error, match=match):
+        cli([name, "--data", files[0] if data == "SFT" else files[1], *rest, "--out", str(tmp_path / "x"), *TINY])
     assert not (tmp_path / "x").exists()
