@@ -152,12 +152,14 @@ def trl_dpo(root, rows, models, loss_type, loss_weights=None, label_smoothing=0.
 
 
 def rljax_loss_and_gradients(models, batch, objective, loss_type=("sigmoid",), loss_weights=None,
-                             label_smoothing=0.0, sft_normalization="sum", center_rewards_coefficient=0.0):
+                             label_smoothing=0.0, sft_normalization="sum", center_rewards_coefficient=0.0,
+                             prefix_sharing=False):
     config = lm_train.LMTrainConfig(model=models["config"], objective=objective, loss_types=tuple(loss_type),
-                                    sft_normalization=sft_normalization, batch_size=PAIRS)
+                                    sft_normalization=sft_normalization, batch_size=PAIRS, prefix_sharing=prefix_sharing)
     hp = lm_train.LMHParams(beta=BETA, label_smoothing=label_smoothing, loss_weights=loss_weights,
                             center_rewards_coefficient=center_rewards_coefficient)
-    loss_fn = lm_train.make_loss(config)
+    shared_prefix = lm_train.shared_prefix_length(jax.tree.map(np.asarray, batch)) if prefix_sharing else 0
+    loss_fn = lm_train.make_loss(config, shared_prefix=shared_prefix)
     # the minibatch's denominator: pairs, or the completion tokens that are predicted (SFT's token mean)
     norm = batch["completion_mask"][:, 1:].sum().astype(jnp.float32) if objective == "sft" else PAIRS
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(models["params"], models.get("ref_params"), batch,
@@ -192,6 +194,17 @@ def test_dpo_loss_metrics_and_gradients_equal_trls(root, rows, dpo_models, loss_
     for name in DPO_METRICS:
         np.testing.assert_allclose(float(aux[name]), trl_metrics[name], rtol=1e-5, atol=1e-6, err_msg=name)
     assert_gradients_equal(grads, trl_grads, "+".join(loss_type))
+
+
+def test_prefix_sharing_gives_trls_dpo_loss_and_gradients(root, rows, dpo_models):
+    # Each pair's prompt run once for both completions (Wang and Hegde 2024), which TRL does not do: the same
+    # objective as TRL's concatenated forward.
+    pairs, trl_loss, _, trl_grads = trl_dpo(root, rows, dpo_models, ["sigmoid"])
+    assert lm_train.shared_prefix_length(jax.tree.map(np.asarray, pairs)) >= 2  # the shortest prompt
+    loss, _, grads = rljax_loss_and_gradients(dpo_models, pairs, "dpo", prefix_sharing=True)
+    print(f"sigmoid, prefix sharing: loss {loss:.7g} vs TRL's {trl_loss:.7g}")
+    np.testing.assert_allclose(loss, trl_loss, rtol=1e-5)
+    assert_gradients_equal(grads, trl_grads, "sigmoid, prefix sharing")
 
 
 def test_ipo_differs_from_trls_by_its_per_token_average(root, rows, dpo_models):
