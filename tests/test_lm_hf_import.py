@@ -334,3 +334,77 @@ def test_load_hf_params_with_given_config(llama_dir):
     config = load_hf_config(path)
     params = load_hf_params(path, config)
     assert params["transformer"]["layers_0"]["attn"]["k_proj"]["kernel"].shape == (64, 32)
+
+
+# ---------------------------------------------------------------- export (rljax.lm.hf_export)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_exported_checkpoint_loads_in_transformers_and_back(tmp_path, arch, llama_dir, gpt2_dir):
+    from rljax.lm.hf_export import save_hf_model
+
+    path, model = llama_dir if arch == "llama" else gpt2_dir
+    config, params = load_hf_model(path, scan_layers=True)  # stacked layers are unstacked on the way out
+    save_hf_model(tmp_path, config, params)
+    exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).float().eval()
+    assert type(exported) is type(model)
+    ids, _ = _inputs(3)
+    np.testing.assert_array_equal(_hf_logits(exported, ids), _hf_logits(model, ids))  # the same weights, bit for bit
+    again_config, again = load_hf_model(tmp_path, scan_layers=True)
+    assert again_config == config
+    jax.tree.map(np.testing.assert_array_equal, again, params)
+
+
+def test_a_model_trained_here_gives_its_logits_in_transformers(tmp_path):
+    # The direction a user needs: params made here, read by transformers (the round trip above, from weights with
+    # random norms and biases, pins every tensor's mapping).
+    from rljax.lm.hf_export import save_hf_model
+    from rljax.lm.model import init_params, llama_config
+
+    config = llama_config(vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                          max_position_embeddings=64, rope_theta=500.0, norm_eps=1e-6)
+    params = init_params(config, jax.random.key(0))
+    save_hf_model(tmp_path, config, params)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).float().eval()
+    ids, mask = _inputs(4)
+    diff = _max_diff(_hf_logits(hf, ids, mask)[mask.numpy() > 0], _rljax_logits(config, params, ids, mask)[mask.numpy() > 0])
+    print(f"rljax llama exported: max |logit diff| = {diff:.3g}")
+    assert diff <= TOL
+
+
+def test_exported_reward_model_loads_as_a_sequence_classifier(tmp_path):
+    from rljax.lm.hf_export import save_hf_model
+
+    torch.manual_seed(5)
+    hf_config = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=96, max_position_embeddings=64, num_labels=2, pad_token_id=0,
+    )  # fmt: skip
+    model = _randomize(transformers.LlamaForSequenceClassification(hf_config).float(), seed=5)
+    model.save_pretrained(tmp_path / "in", safe_serialization=True)
+    config, params = load_hf_model(tmp_path / "in")
+    save_hf_model(tmp_path / "out", config, params, pad_token_id=0)
+    exported = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").float().eval()
+    ids, mask = _inputs(2)
+    ids = ids.clamp(min=1).masked_fill(mask == 0, 0)
+    with torch.no_grad():
+        np.testing.assert_array_equal(exported(input_ids=ids, attention_mask=mask).logits.numpy(),
+                                      model(input_ids=ids, attention_mask=mask).logits.numpy())
+
+
+def test_what_transformers_cannot_hold_is_refused(llama_dir, tmp_path):
+    from rljax.lm.hf_export import HFExportError, save_hf_model
+    from rljax.lm.model import gpt2_config, init_params
+
+    path, _ = llama_dir
+    config, params = load_hf_model(path, heads=("lm", "value"))
+    with pytest.raises(HFExportError, match=r"LMConfig.heads: a Hugging Face checkpoint holds an LM head or a reward"):
+        save_hf_model(tmp_path, config, params)
+    config, params = load_hf_model(path, heads=("reward",))
+    params["reward_head"]["bias"] = params["reward_head"]["bias"] + 0.5
+    with pytest.raises(HFExportError, match=r"reward_head'\]\['bias'\]: transformers' score layer has no bias"):
+        save_hf_model(tmp_path, config, params)
+    grouped = gpt2_config(vocab_size=VOCAB, hidden_size=64, num_layers=1, num_heads=4, num_kv_heads=2)
+    with pytest.raises(HFExportError, match="GPT-2 has neither grouped-query attention"):
+        save_hf_model(tmp_path, grouped, init_params(grouped, jax.random.key(0)))
+    assert not (tmp_path / "config.json").exists()

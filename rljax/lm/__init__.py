@@ -1,1 +1,1 @@
-"""Language models: a Flax decoder, heads, sampling, tokenizers, checkpoint import, preference data, trainers."""
+"""Language models: a Flax decoder, heads, sampling, tokenizers, checkpoint import and export, preference data, trainers."""

@@ -1,4 +1,5 @@
-"""Import Hugging Face Llama and GPT-2 checkpoints (safetensors) into :mod:`rljax.lm.model`.
+"""Import Hugging Face Llama and GPT-2 checkpoints (safetensors) into :mod:`rljax.lm.model`
+(:mod:`rljax.lm.hf_export` writes them back).
 
     load_hf_config(path, **overrides) -> LMConfig
     load_hf_params(path, config, key=None) -> params
@@ -40,13 +41,14 @@ unexpected tensors).
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
 import re
 import struct
 from collections.abc import Mapping
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import jax
 import ml_dtypes
@@ -264,17 +266,55 @@ def _read_checkpoint(path: str) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------- name mapping
 
-# One checkpoint tensor: its name (prefix stripped), its expected shape and a function
-# from the array to the (rljax path, array) pairs it fills.
-Entry = tuple[str, tuple[int, ...], Callable[[np.ndarray], list[tuple[tuple[str, ...], np.ndarray]]]]
+# One checkpoint tensor: its name (prefix stripped), its expected shape and how it maps to rljax params:
+# ``load(array)`` gives the (rljax path, array) pairs it fills, ``save(get)`` rebuilds it from the params
+# (``get(path)`` reads one leaf), which :func:`rljax.lm.hf_export.save_hf_model` uses.
+@dataclasses.dataclass(frozen=True)
+class _Copy:
+    path: tuple[str, ...]
+
+    def load(self, x):
+        return [(self.path, x)]
+
+    def save(self, get):
+        return get(self.path)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Transposed:  # torch Linear [out, in] <-> Flax kernel [in, out]
+    path: tuple[str, ...]
+
+    def load(self, x):
+        return [(self.path + ("kernel",), x.T)]
+
+    def save(self, get):
+        return get(self.path + ("kernel",)).T
+
+
+@dataclasses.dataclass(frozen=True)
+class _FusedQKV:  # GPT-2's c_attn [..., 3H] <-> q, k, v [..., H] each
+    layer: tuple[str, ...]
+    name: str
+
+    def paths(self):
+        return [self.layer + ("attn", proj, self.name) for proj in ("q_proj", "k_proj", "v_proj")]
+
+    def load(self, x):
+        return list(zip(self.paths(), np.split(x, 3, axis=-1)))
+
+    def save(self, get):
+        return np.concatenate([get(path) for path in self.paths()], axis=-1)
+
+
+Entry = tuple[str, tuple[int, ...], Any]
 
 
 def _to(*path: str):
-    return lambda x: [(path, x)]
+    return _Copy(path)
 
 
-def _to_kernel(*path: str):  # torch Linear [out, in] -> Flax kernel [in, out]
-    return lambda x: [(path + ("kernel",), x.T)]
+def _to_kernel(*path: str):
+    return _Transposed(path)
 
 
 def _llama_entries(c: LMConfig) -> list[Entry]:
@@ -298,14 +338,6 @@ def _llama_entries(c: LMConfig) -> list[Entry]:
     return entries
 
 
-def _split_qkv(layer: tuple[str, ...], name: str):
-    def fn(x):
-        parts = np.split(x, 3, axis=-1)
-        return [(layer + ("attn", proj, name), part) for proj, part in zip(("q_proj", "k_proj", "v_proj"), parts)]
-
-    return fn
-
-
 def _gpt2_entries(c: LMConfig) -> list[Entry]:
     H, F, V, P = c.hidden_size, c.mlp_size, c.vocab_size, c.max_position_embeddings
     entries: list[Entry] = [
@@ -317,8 +349,8 @@ def _gpt2_entries(c: LMConfig) -> list[Entry]:
         entries += [
             (p + "ln_1.weight", (H,), _to(*layer, "attn_norm", "scale")),
             (p + "ln_1.bias", (H,), _to(*layer, "attn_norm", "bias")),
-            (p + "attn.c_attn.weight", (H, 3 * H), _split_qkv(layer, "kernel")),  # Conv1D: [in, out]
-            (p + "attn.c_attn.bias", (3 * H,), _split_qkv(layer, "bias")),
+            (p + "attn.c_attn.weight", (H, 3 * H), _FusedQKV(layer, "kernel")),  # Conv1D: [in, out]
+            (p + "attn.c_attn.bias", (3 * H,), _FusedQKV(layer, "bias")),
             (p + "attn.c_proj.weight", (H, H), _to(*layer, "attn", "o_proj", "kernel")),
             (p + "attn.c_proj.bias", (H,), _to(*layer, "attn", "o_proj", "bias")),
             (p + "ln_2.weight", (H,), _to(*layer, "mlp_norm", "scale")),
@@ -398,8 +430,8 @@ def load_hf_params(path, config: LMConfig, key: jax.Array | None = None) -> dict
     entries = _llama_entries(config) if config.style == "llama" else _gpt2_entries(config)
 
     flat: dict[tuple[str, ...], np.ndarray] = {}
-    for name, shape, fn in entries:
-        for leaf_path, array in fn(_take(tensors, original, name, shape, prefix)):
+    for name, shape, mapping in entries:
+        for leaf_path, array in mapping.load(_take(tensors, original, name, shape, prefix)):
             flat[leaf_path] = array
     V, H = config.vocab_size, config.hidden_size
     embed = flat[("transformer", "embed", "embedding")]
