@@ -33,6 +33,7 @@ from rljax.core.logging import write_json
 from rljax.core.plotting import plot_metrics
 from rljax.lm import data as data_lib
 from rljax.lm import hf_import
+from rljax.lm.hf_export import save_hf_model
 from rljax.lm.model import ATTENTION, DTYPES, gpt2_config, init_params, llama_config, require_attention_backend
 from rljax.lm.tokenizers import check_vocab, load_tokenizer
 from rljax.lm.train import LMHParams, LMTrainConfig, check_hparams, make_train
@@ -82,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         "(params keep theirs)")
     parser.add_argument("--attention", choices=ATTENTION, default="xla", help="LMConfig.attention: 'cudnn' is "
                         "cuDNN's fused attention (NVIDIA GPUs; with --dtype bfloat16 or float16)")
+    parser.add_argument("--save-hf", action="store_true", help="also write the trained model as a Hugging Face "
+                        "checkpoint (config.json + model.safetensors) in RUN_DIR/hf_model, or hf_model/seed_<i> "
+                        "for several seeds; transformers loads it (rljax.lm.hf_export)")
     add_run_arguments(parser, name)
 
 
@@ -140,6 +144,9 @@ def run(name: str, args: argparse.Namespace) -> dict:
         center_rewards_coefficient=args.center_rewards_coefficient if objective == "reward" else 0.0,
     )  # fmt: skip
     check_hparams(hparams)  # before the run writes anything
+    if args.save_hf and objective == "reward" and hparams.center_rewards_coefficient > 0:
+        raise ConfigError("--save-hf with --center-rewards-coefficient > 0: centring trains the reward head's bias, "
+                          "which transformers' score layer does not have")
     if params is None:
         params = init_params(model, jax.random.key(args.seed))
     if args.init:
@@ -168,6 +175,11 @@ def run(name: str, args: argparse.Namespace) -> dict:
         "final": {k: v for k, v in final.items() if not k.endswith("per_seed")},
     }
     write_json(os.path.join(run_dir, "result.json"), summary)
+    if args.save_hf:
+        for seed in range(args.seeds):
+            out = os.path.join(run_dir, "hf_model", *([f"seed_{seed}"] if args.seeds > 1 else []))
+            seed_params = jax.tree.map(lambda x, i=seed: x[i], result.state.params)
+            save_hf_model(out, model, seed_params, pad_token_id=tokenizer.pad_id, eos_token_id=tokenizer.eos_id)
     if result.records:
         plot_metrics(result.records, PLOTTED[objective], os.path.join(run_dir, "curve.png"), f"{name} ({args.model})")
     print(f"final {', '.join(f'{k} {final[k]:.4g}' for k in PLOTTED[objective] if k in final)}; "

@@ -2,12 +2,14 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
 from experiments.__main__ import main as cli
 from rljax.core.config import ConfigError
 from rljax.lm.data import LMDataError
+from rljax.lm.hf_import import load_hf_model
 
 WORDS = ["red", "blue", "green", "cat", "dog", "sun"]
 
@@ -32,7 +34,7 @@ TINY = ["--batch-size", "6", "--no-progress", "--max-length", "24"]
 @pytest.mark.integration
 def test_sft_then_dpo_from_its_checkpoint(files, tmp_path):
     sft_out = tmp_path / "sft"
-    cli(["sft", "--data", files[0], "--epochs", "3", "--lr", "3e-3", "--out", str(sft_out), *TINY])
+    cli(["sft", "--data", files[0], "--epochs", "3", "--lr", "3e-3", "--save-hf", "--out", str(sft_out), *TINY])
     result = json.loads((sft_out / "result.json").read_text())
     assert result["finished"] and result["updates"] == 9 and (sft_out / "curve.png").exists()
     records = [json.loads(line) for line in (sft_out / "metrics.jsonl").read_text().splitlines()]
@@ -41,7 +43,7 @@ def test_sft_then_dpo_from_its_checkpoint(files, tmp_path):
     dpo_out = tmp_path / "dpo"
     cli(["dpo", "--data", files[1], "--init", str(sft_out), "--loss-type", "sigmoid", "sft",
          "--loss-weights", "1", "0.01", "--lr", "1e-3", "--epochs", "2", "--prefix-sharing", "--logits-chunk", "4",
-         "--out", str(dpo_out), *TINY])
+         "--save-hf", "--out", str(dpo_out), *TINY])
     records = [json.loads(line) for line in (dpo_out / "metrics.jsonl").read_text().splitlines()]
     first = records[0]
     # started from the SFT params (not a random init): the reference is the SFT model, so the first
@@ -53,6 +55,12 @@ def test_sft_then_dpo_from_its_checkpoint(files, tmp_path):
     assert config["config"]["loss_types"] == ["sigmoid", "sft"] and config["hparams"]["loss_weights"] == [1.0, 0.01]
     assert config["config"]["prefix_sharing"]  # "say <word>:" runs once per pair
     assert config["config"]["model"]["logits_chunk"] == 4
+    # --save-hf: each run's final model as a Hugging Face checkpoint; DPO moved the SFT model's weights
+    sft_config, sft_params = load_hf_model(sft_out / "hf_model")
+    dpo_config, dpo_params = load_hf_model(dpo_out / "hf_model")
+    assert sft_config.vocab_size == dpo_config.vocab_size == 259 and dpo_config.heads == ("lm",)
+    moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), sft_params, dpo_params)
+    assert 0 < max(jax.tree.leaves(moved))
 
 
 @pytest.mark.integration
@@ -94,6 +102,8 @@ def test_init_from_a_run_of_another_model_is_refused(files, tmp_path):
     (["dpo", "PREFS", "--beta", "0"], ConfigError, r"LMHParams.beta: expected a positive number, got 0.0"),
     (["reward-model", "PREFS", "--center-rewards-coefficient", "-0.1"], ConfigError,
      r"LMHParams.center_rewards_coefficient: expected a number >= 0, got -0.1"),
+    (["reward-model", "PREFS", "--center-rewards-coefficient", "0.1", "--save-hf"], ConfigError,
+     r"--save-hf with --center-rewards-coefficient > 0: centring trains the reward head's bias"),
 ])
 def test_bad_settings_are_refused_before_anything_is_written(files, tmp_path, command, error, match):
     name, data, *rest = command
