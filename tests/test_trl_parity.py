@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 VOCAB, PAIRS, BETA = 64, 4, 0.2  # beta off TRL's default 0.1, so a side that ignored it would differ
 DPO_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
                "logps/rejected")
-REWARD_METRICS = {"accuracy": "accuracy", "margin": "margin"}  # TRL's name: rljax's
+REWARD_METRICS = ("accuracy", "margin")  # the same names in TRL's RewardTrainer
 
 
 def llama_config(**fields):
@@ -245,8 +245,8 @@ def test_reward_model_loss_metrics_and_gradients_equal_trls(root, rows, reward_m
     what = f"reward model (centring {center_rewards_coefficient}, margins {margins})"
     print(f"{what}: loss {loss:.7g} vs TRL's {trl_loss:.7g}")
     np.testing.assert_allclose(loss, trl_loss, rtol=1e-5)
-    for trl_name, name in REWARD_METRICS.items():
-        np.testing.assert_allclose(float(aux[name]), trl_metrics[trl_name], rtol=1e-5, atol=1e-6, err_msg=name)
+    for name in REWARD_METRICS:
+        np.testing.assert_allclose(float(aux[name]), trl_metrics[name], rtol=1e-5, atol=1e-6, err_msg=name)
     # transformers' score layer has no bias; rljax's reward head has one, imported as 0. Without centring its
     # gradient is 0 (a shift of every reward leaves each chosen - rejected difference alone); with it, TRL has
     # no such parameter to compare.
