@@ -97,8 +97,7 @@ def hf_tensors(config: LMConfig, params) -> dict[str, np.ndarray]:
             leaf = leaf[key]
         return np.asarray(leaf)
 
-    entries = hf_import._llama_entries(config) if config.style == "llama" else hf_import._gpt2_entries(config)
-    prefix = hf_import._PREFIX[config.style]
+    prefix, entries = hf_import.tensor_map(config)
     tensors = {prefix + name: mapping.save(get) for name, _, mapping in entries}
     if head == "lm" and not config.tied:
         tensors["lm_head.weight"] = get(("lm_head", "kernel")).T

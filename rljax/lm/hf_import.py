@@ -367,6 +367,13 @@ def _gpt2_entries(c: LMConfig) -> list[Entry]:
     return entries
 
 
+def tensor_map(config: LMConfig) -> tuple[str, list[Entry]]:
+    """The base model's name prefix (``model.`` / ``transformer.``) and its tensors' entries, for import and
+    export alike (the heads, ``lm_head`` and ``score``, are outside the base model and handled apart)."""
+    entries = _llama_entries(config) if config.style == "llama" else _gpt2_entries(config)
+    return _PREFIX[config.style], entries
+
+
 def _strip_prefix(tensors: dict[str, np.ndarray], style: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Drop the base-model prefix (``model.`` / ``transformer.``) and buffers that are not parameters.
 
@@ -426,8 +433,7 @@ def load_hf_params(path, config: LMConfig, key: jax.Array | None = None) -> dict
     """
     path = _model_dir(path)
     tensors, original = _strip_prefix(_read_checkpoint(path), config.style)
-    prefix = _PREFIX[config.style]
-    entries = _llama_entries(config) if config.style == "llama" else _gpt2_entries(config)
+    prefix, entries = tensor_map(config)
 
     flat: dict[tuple[str, ...], np.ndarray] = {}
     for name, shape, mapping in entries:
