@@ -87,9 +87,9 @@ def settings(args: argparse.Namespace) -> tuple[ailboost.AILBoostConfig, ailboos
     """The run's config: AILBoost's boosting/discriminator defaults; SAC updates every 2 env steps (the
     code's) with 128x128 networks (3x faster than SAC's 256x256 on CPU, for the 10-minute budget) and
     SAC's Pendulum learning rates, 3e-4. With the official code's 1e-4 (``--set sac.actor_lr=1e-4
-    --set sac.critic_lr=1e-4 --set sac.alpha_lr=1e-4``, a diagnostic run, 353 s) every variant learns
-    more slowly within the 1.5e4 SAC steps: final score AILBoost 56.4, uniform 77.1, DAC 78.3; AUC 28.9,
-    33.9, 49.9."""
+    --set sac.critic_lr=1e-4 --set sac.alpha_lr=1e-4``, a diagnostic run with the earlier unbounded
+    discriminator, 353 s) every variant learns more slowly within the 1.5e4 SAC steps: final score
+    AILBoost 56.4, uniform 77.1, DAC 78.3; AUC 28.9, 33.9, 49.9."""
     if args.quick:
         config = ailboost.AILBoostConfig(
             env=args.env, num_rounds=args.rounds, sac_steps_per_round=20, disc_steps_per_round=5,

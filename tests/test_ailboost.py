@@ -109,6 +109,20 @@ def test_snapshot_is_the_actor_that_collected_the_round(pendulum_demos):
     assert max(jax.tree.leaves(moved)) > 0
 
 
+@pytest.mark.parametrize("bounded", [True, False])
+def test_discriminator_output_is_bounded_like_the_official_one(bounded, pendulum_demos):
+    # The official Discriminator ends in a tanh, so D, SAC's reward, lies in (-1, 1) however large its
+    # pre-activation; with disc_tanh_output=False it is the raw linear output. Scaling every weight and
+    # bias by 4 scales a 2-hidden-layer ReLU net's output by 4^3 = 64.
+    tiny = {**TINY, "disc_tanh_output": bounded, "sac_steps_per_round": 1, "disc_steps_per_round": 1}
+    trainer = ailboost.make_train(ailboost.AILBoostConfig(**tiny), pendulum_demos)
+    state = trainer.init(jax.random.PRNGKey(0), ailboost.AILBoostHParams())
+    state = state.replace(disc_params=jax.tree.map(lambda p: 4.0 * p, state.disc_params))
+    _, metrics = jax.jit(trainer.update)(state)
+    reward = abs(float(metrics["imitation_reward"]))
+    assert (reward <= 1.0) if bounded else (reward > 5.0), reward
+
+
 def test_demonstrations_that_do_not_match_the_env_are_refused(pendulum_demos):
     cartpole = dataset_lib.Dataset(
         obs=np.zeros((3, 4), np.float32), action=np.zeros(3, np.int32), reward=np.ones(3, np.float32),
@@ -127,6 +141,8 @@ def test_config_errors_name_the_field():
         ailboost.AILBoostConfig(variant="gail")
     with pytest.raises(ConfigError, match="max_learners"):
         ailboost.AILBoostConfig(max_learners=0)
+    with pytest.raises(ConfigError, match="AILBoostConfig.disc_activation: expected one of .* got 'sigmoid'"):
+        ailboost.AILBoostConfig(disc_activation="sigmoid")
     with pytest.raises(ConfigError, match="discrete actions"):
         ailboost.make_env(ailboost.AILBoostConfig(env="gymnax/CartPole-v1"))
 

@@ -11,7 +11,8 @@ round (one ``update``):
 3. the discriminator ``D(s, a)`` is trained on expert samples against samples
    of the *mixture*: a learner drawn by its weight, then a transition of that
    learner (the weighted replay buffer, the paper's core idea), minimising
-   ``E_E[exp(-D)] + E_mix[D] + 10 GP``, whose minimiser is ``log(d^E / d^mix)``;
+   ``E_E[exp(-D)] + E_mix[D] + 10 GP``, whose minimiser is ``log(d^E / d^mix)``
+   (within ``(-1, 1)``: the official discriminator ends in a tanh);
 4. the SAC learner (not reset between rounds) takes ``sac_steps_per_round``
    gradient steps on the *whole* buffer with rewards ``D(s, a)`` from the
    current discriminator (stop-gradient): the functional gradient of
@@ -35,9 +36,18 @@ Variants (``AILBoostConfig.variant``), each on the same rounds and SAC budget:
   ``log D - log(1 - D)``, i.e. the logit. DAC's absorbing-state wrapper is not
   implemented (the target envs end only by time limit, where it does not apply).
 
+The discriminator is the official code's ``Discriminator`` (``nets.py``): ReLU
+hidden layers and a tanh output, so ``D`` and SAC's reward lie in ``(-1, 1)``, for
+every variant (DAC's logit too). The paper does not fix the architecture; without
+the bound (``disc_tanh_output=False``) the reverse-KL loss's ``E_mix[D]`` term, which
+never saturates, keeps pushing ``D`` down on the learners' data, held back only by
+the gradient penalty.
+
 Deviations from the official code (digest: papers/control-rl.md section 3), all
 toward the paper: truncating to the K most recent learners keeps the ratios
-of the remaining weights (the code divides the oldest by eta); a new learner enters
+of the remaining weights (the code divides the oldest by eta; K = 10 is its config's
+``n_learners``, which its ``train_state.py`` then overrides with
+``replay_buffer_size // n_samples``, so its runs keep every learner); a new learner enters
 every round of whole episodes (the code's default ``disc_every_frames: 10``
 makes one every 5 agent steps). SAC networks and batch follow ``SACConfig``
 (the code uses 1024x2 networks and batch 1024; too slow for the CPU runs here).
@@ -61,7 +71,7 @@ from rljax.core import rollout as rollout_lib
 from rljax.core.config import ConfigError, require_one_of, require_positive
 from rljax.core.dataset import check_matches_env
 from rljax.core.evaluation import episode_returns
-from rljax.core.networks import MLP
+from rljax.core.networks import ACTIVATIONS, MLP
 from rljax.core.trainer import Trainer
 from rljax.losses import imitation
 
@@ -83,6 +93,8 @@ class AILBoostConfig:
     disc_steps_per_round: int = 100
     disc_batch_size: int = 512  # expert and mixture samples each
     disc_hidden_sizes: tuple[int, ...] = (64, 64)
+    disc_activation: str = "relu"  # the official Discriminator's hidden layers
+    disc_tanh_output: bool = True  # D = tanh(.) in (-1, 1), as the official Discriminator (both variants)
     sac: sac.SACConfig = sac.SACConfig()  # networks and batch size of the weak learner (its env is ignored)
     eval_episodes: int = 8
     sac_replay: str = "buffer"  # "buffer": SAC replays every stored transition; "mixture": only the kept learners'
@@ -90,6 +102,7 @@ class AILBoostConfig:
     def __post_init__(self):
         require_one_of(self, "variant", VARIANTS)
         require_one_of(self, "sac_replay", SAC_REPLAYS)
+        require_one_of(self, "disc_activation", ACTIVATIONS)
         require_positive(self, "num_rounds", "episodes_per_round", "max_learners", "sac_steps_per_round",
                          "disc_steps_per_round", "disc_batch_size", "eval_episodes")
         object.__setattr__(self, "env_kwargs", tuple(tuple(kv) for kv in self.env_kwargs))
@@ -167,13 +180,14 @@ def make_train(config: AILBoostConfig, demos) -> Trainer:
     expert_x = expert_inputs(demos, raw_env.action_space(env_params))
     obs_shape, action_dim = envs.observation_shape(env, env_params), envs.action_dim(env, env_params)
     nets = sac.make_networks(config.sac, obs_shape, action_dim)
-    disc = MLP(config.disc_hidden_sizes, 1, "tanh")
+    disc = MLP(config.disc_hidden_sizes, 1, config.disc_activation)
     episode_steps = envs.max_episode_steps(env, env_params)
     per_round = config.episodes_per_round * episode_steps
     K = config.max_learners
 
     def discriminate(params, x):
-        return disc.apply(params, x)[..., 0]
+        d = disc.apply(params, x)[..., 0]
+        return jnp.tanh(d) if config.disc_tanh_output else d
 
     def init(key: jax.Array, hp: AILBoostHParams) -> AILBoostState:
         learner_key, disc_key, key = jax.random.split(key, 3)
