@@ -53,7 +53,10 @@ were fixed for the fixed-beta setting; these runs are diagnostics (HV and divers
 beta 1, 2 and 4, but 4.8x at 8 and 1.7x at 16, betas that Gamma(2, 1) rarely draws (P(beta > 8) = 0.3%).
 ``uniform`` 1.727 -> 0.218, 7.9x (seeds 8.2x, 7.1x, 8.7x; per beta 11x, 11x, 9.5x, 7.5x, 4.9x). Both: HV
 100% of the exact front's (REINFORCE 76%, 74%), distinct top-10% states 973 and 1481 vs REINFORCE's 50
-and 49. So the L1 claim fails under each of the authors' three beta settings.
+and 49. So the L1 claim fails under each of the three beta settings of run_script.sh at 2fc42b2. Its
+last version (3200905) feeds beta as a raw scalar and draws it from Gamma(16, 1) or U(0, 16) at beta 16:
+``--set "beta_gamma=(16.0,1.0)" --set beta_encoding=scalar`` with ``gamma``: 3.0x; ``--set
+beta_encoding=scalar`` with ``uniform``: 7.6x (experiments/RESULTS.md).
 
 The Adam rate (``--set learning_rate=R --set z_learning_rate=R``; diagnostics after the recorded runs,
 10000 updates): at the script's 1e-2 the L1 plateaus at about 0.23 (7.8x over 20000 updates); at a
