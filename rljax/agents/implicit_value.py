@@ -28,7 +28,9 @@ code's ``loss_temp``) is ``(1 - lam) E_{d^O}[V(s)] + lam E_{d^O}[f*_p(Q(s, a) - 
 The dual-V problem of ``max_d E_d[r] - alpha D_f(d || d^O)`` carries the
 regularisation strength alpha as ``alpha f*_p(./alpha)``; we keep it, so
 ``alpha`` is a temperature for every method here (small alpha: closer to the max over
-dataset actions; large alpha: closer to the behaviour value). XQL's Gumbel loss
+dataset actions; large alpha: closer to the behaviour value), except TV, whose bounded
+ratio makes alpha only shift V by alpha/2 (the table's last row): every advantage drops
+by alpha/2 and the AWR weights by exp(-awr_beta alpha/2). XQL's Gumbel loss
 is this form with ``f*(y) = exp(y)`` and ``lam = 1/2`` (times ``2/alpha``, minus
 a constant), so XQL's beta is alpha.
 
