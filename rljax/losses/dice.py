@@ -163,7 +163,10 @@ def fdvl_value_loss(diff, alpha, divergence: str, max_clip: float | None = None)
     ``lambda alpha f*_p(diff / alpha) - (1 - lambda) diff`` with the true ``conjugate_nonnegative``).
 
     chi2: ``f*_p(x) = max(x + x^2/4, 0)``; tv: ``max(x, 0)``; reverse_kl: XQL's Gumbel
-    loss with ``beta = alpha`` (the reverse-KL instance of f-DVL *is* XQL). With
+    loss with ``beta = alpha`` (the reverse-KL instance of f-DVL *is* XQL). The name is the
+    papers' and the code's: their reverse KL is ``KL(d || d^O)``, ``f(x) = x log x``, which is
+    ``"kl"`` in this module's f-divergence table (whose ``"reverse_kl"``, ``-log x``, is the
+    other direction). With
     ``alpha`` in (1/2, 1] the minimiser over ``V`` is an upper statistic of ``Q``: for tv,
     the value with ``P(Q > V) = (1 - alpha) / alpha``.
     """
