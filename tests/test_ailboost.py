@@ -157,12 +157,15 @@ def test_quick_cli_writes_every_output(tmp_path, pendulum_demos, run_experiment)
 
 @pytest.mark.slow
 def test_full_experiment_claims(run_experiment):
-    """The reproduction at the recorded seed (about 6.5 minutes on one core). Measured: final and divergence
-    hold, AUC does not. Not robust: a replicate (--seed 1) gave a final score of 58.9 (experiments/RESULTS.md)."""
+    """The reproduction at the recorded seed (about 6.5 minutes on one core). Measured with the official
+    code's discriminator: the divergence claim holds; the final score (67.4: one seed collapses in the last
+    rounds) and the learning-curve area (49.9 vs DAC's 68.0) do not. A replicate (--seed 1) gave a final
+    score of 99.0 (experiments/RESULTS.md)."""
     claims = run_experiment("ailboost")[1]["claims"]
-    assert claims["final"]["holds"] and claims["divergence"]["holds"]
-    if not claims["auc"]["holds"]:
-        pytest.xfail(f"AILBoost's learning-curve area is below DAC's: {claims['auc']}")
+    assert claims["divergence"]["holds"]
+    failing = {name: claims[name] for name in ("final", "auc") if not claims[name]["holds"]}
+    if failing:
+        pytest.xfail(f"AILBoost's claims that do not hold at the recorded seed: {failing}")
 
 
 @pytest.mark.parametrize("variant, sac_replay", [("ailboost", "mixture"), ("ailboost", "buffer")])
