@@ -32,8 +32,11 @@ of ``theta`` with step ``tau`` (the official code's ``vf_target``, 0.005), and w
 heads it is the min over the target's heads (as in the code). With ``tau = 1`` and one
 head, ``Vbar = V`` at every step, ``delta_F = delta_B = delta``, and ``grad_F + grad_B`` is
 exactly the autodiff gradient of ``lambda E[f*_p(delta)]`` (pinned by a test): the
-paper's split of the true gradient. All three rules use the same two residuals, so
-they differ only in how ``grad_F`` and ``grad_B`` are combined.
+paper's split of the true gradient. "semi" and "orthogonal" use these two residuals
+(the official code's ``semi_g_update`` and ``orthogonal_true_g_update``). "true" is the
+paper's true gradient as the code's ``true_g_update`` takes it: the autodiff gradient
+of ``L(V)`` with one residual ``delta = r + gamma V(s') - V(s)``, the online ``V`` on
+both sides (each head its own) and no target; its policy weight reads that residual.
 
 **Policy extraction.** Weighted behaviour cloning ``-E_D[w log pi(a|s)]`` with the
 paper's optimal density ratio ``w = (f')^{-1}(delta_F)`` clipped at ``[0, max_weight]``:
@@ -47,10 +50,6 @@ evaluation runs the mean action clipped to [-1, 1].
 Deviations from the official code (maoliyuan/ODICE-Pytorch @8d544c7; digest section 5):
 
 * policy weight: the paper's ``max(0, delta/2 + 1)``, not the code's ``max(0, delta)``;
-* "true": the code's ``true_g_update`` differentiates one residual with online ``V`` on
-  both sides and no target; here it is ``grad_F + grad_B`` from the same two target-network
-  residuals the other rules use (identical when ``tau = 1``, one head). The code's
-  ``semi_g_update`` and ``orthogonal_true_g_update`` are the ones here;
 * "true" carries no ``eta`` (the paper's true gradient; the code's ``true_g`` has none either);
 * ``project_orthogonal`` guards ``|grad_F|^2`` with 1e-12 (the code: 1e-10);
 * ``divergence="kl"`` is ``f(x) = x log x`` (``f*_p = exp(delta - 1)``, weight ``exp(delta - 1)``),
@@ -256,8 +255,9 @@ def value_gradients(v_fn: Callable[[Any, jax.Array], jax.Array], params: Any, ta
     ``v_fn(params, obs [B, d]) -> [num_heads, B]``. Returns ``(direction, parts, aux)``:
     ``parts`` holds the pytrees ``value`` (grad of ``(1 - lambda) E[V(s)]``), ``forward``,
     ``backward`` and ``backward_orthogonal`` (``backward`` minus its projection on
-    ``forward``); ``aux`` the residuals ``delta_forward`` ``[num_heads, B]`` and scalars
-    for logging (loss, cos(forward, backward), gradient norms).
+    ``forward``); ``aux`` the residual the policy weight reads, ``delta_policy``
+    ``[num_heads, B]`` (the forward one; for "true" its single residual), and scalars for
+    logging (loss, cos(forward, backward), gradient norms).
     """
     if update_rule not in UPDATE_RULES:
         raise ConfigError(f"update_rule: expected one of {UPDATE_RULES}, got {update_rule!r}")
@@ -270,27 +270,29 @@ def value_gradients(v_fn: Callable[[Any, jax.Array], jax.Array], params: Any, ta
         v, next_v = v_fn(p, batch.obs), v_fn(p, batch.next_obs)
         delta_f = batch.reward + gamma * not_done * target_next_v - v  # reaches theta through -V(s) only
         delta_b = batch.reward + gamma * not_done * next_v - target_v  # reaches theta through gamma V(s') only
-        value_term = (1.0 - lam) * v.mean()
-        forward = lam * dice.conjugate_nonnegative(divergence, delta_f).mean()
-        backward = lam * dice.conjugate_nonnegative(divergence, delta_b).mean()
-        return jnp.stack([value_term, forward, backward]), (v, delta_f, delta_b)
+        delta = batch.reward + gamma * not_done * next_v - v  # the true gradient's: online V on both sides
+        terms = [(1.0 - lam) * v.mean(), lam * dice.conjugate_nonnegative(divergence, delta_f).mean(),
+                 lam * dice.conjugate_nonnegative(divergence, delta_b).mean()]
+        if update_rule == "true":
+            terms.append(lam * dice.conjugate_nonnegative(divergence, delta).mean())
+        return jnp.stack(terms), (v, delta_f, delta_b, delta)
 
-    jac, (v, delta_f, delta_b) = jax.jacrev(losses, has_aux=True)(params)
+    jac, (v, delta_f, delta_b, delta) = jax.jacrev(losses, has_aux=True)(params)
     loss_values, _ = losses(params)
-    grad_value, grad_f, grad_b = (jax.tree.map(lambda x, i=i: x[i], jac) for i in range(3))
+    grads = [jax.tree.map(lambda x, i=i: x[i], jac) for i in range(len(loss_values))]
+    grad_value, grad_f, grad_b = grads[:3]
     grad_b_orth = dice.project_orthogonal(grad_b, grad_f)
     if update_rule == "semi":
-        extra = jax.tree.map(jnp.zeros_like, grad_f)
+        direction = jax.tree.map(jnp.add, grad_value, grad_f)
     elif update_rule == "true":
-        extra = grad_b
+        direction = jax.tree.map(jnp.add, grad_value, grads[3])
     else:
-        extra = jax.tree.map(lambda g: eta * g, grad_b_orth)
-    direction = jax.tree.map(lambda a, b, c: a + b + c, grad_value, grad_f, extra)
+        direction = jax.tree.map(lambda a, b, c: a + b + eta * c, grad_value, grad_f, grad_b_orth)
 
     norm = lambda t: jnp.sqrt(dice.tree_dot(t, t))  # noqa: E731
     aux = {
-        "delta_forward": delta_f,
-        "loss": loss_values[0] + loss_values[1],  # the V-DICE objective at the forward residual
+        "delta_policy": delta if update_rule == "true" else delta_f,  # the residual the policy weight reads
+        "loss": loss_values[0] + loss_values[-1 if update_rule == "true" else 1],  # V-DICE at the step's residual
         "v_mean": v.mean(),
         "delta_mean": delta_f.mean(), "delta_min": delta_f.min(), "delta_max": delta_f.max(),
         "delta_backward_mean": delta_b.mean(),
@@ -388,8 +390,8 @@ def make_train(config: ODICEConfig, data: Dataset) -> Trainer:
         v_params = optax.apply_updates(state.v_params, updates)
         target_v_params = optax.incremental_update(v_params, state.target_v_params, hp.tau)
 
-        # 2. Policy: weighted BC with the forward residual of the value step (before it, as in the code).
-        weight = policy_weight(aux.pop("delta_forward"), config.divergence, config.policy_weight,
+        # 2. Policy: weighted BC with the value step's residual (before the step, as in the code).
+        weight = policy_weight(aux.pop("delta_policy"), config.divergence, config.policy_weight,
                                hp.max_weight).mean(axis=0)  # mean over heads
 
         def policy_loss(p):
