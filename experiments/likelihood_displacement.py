@@ -81,6 +81,10 @@ models; this model is ~0.1M parameters). Without bias correction RMSprop's first
 (lr / sqrt(1 - 0.99^t): 10x at t = 1, 3.2x at t = 10, 1.3x at t = 100), as in the paper's runs.
 ``--optimizer adamw --set dpo_max_grad_norm=1`` reruns the previous AdamW protocol unchanged.
 
+In larger models (``--set hidden_size=128 --set num_layers=4``, 256 x 4; diagnostics in experiments/RESULTS.md)
+the per-pair Spearman rises to 0.34-0.43, still below 0.5, while the CHES-tertile subsets separate as the
+paper's Figure 2 (at 256 x 4 the bottom tertile's y+ rises) and the CHES filter helps.
+
 Result at the defaults (RMSprop without clipping, lr 1e-4; 3 seeds; one core, 88 s): the §15(d) claim is
 NOT reproduced, and dropping the clipping changed no conclusion. Single-pair Spearman(CHES, -Delta) = 0.23
 (seeds 0.30, 0.22, 0.18; 95% CI 0.07..0.39; p = 2e-6, 7e-4, 7e-3); pooled 0.23 (p = 2e-10); ln-CHES -0.01;
