@@ -366,12 +366,23 @@ def test_demonstrations_that_do_not_fit_the_env_raise_naming_the_field():
 
 
 @pytest.mark.slow
+def test_full_cartpole_run_meets_the_claim(tmp_path):
+    # The recorded seed (0), the claim's setting (the demonstration subsampled x20, 25 transitions). Not robust:
+    # other experiment seeds gave 435.6 (--seed 1) and 58.3 (--seed 2). Recorded on an AVX2 AMD EPYC (480.4); on
+    # AVX-512 machines (a Xeon, an AMD EPYC) XLA rounds differently, the expert differs, and this seed gives 301.4,
+    # so this test fails there; with 20 seeds, experiment seeds 0, 1, 2 give 239.9, 48.8, 25.1 there
+    # (experiments/RESULTS.md, IQ-Learn on CartPole).
+    out = tmp_path / "run"
+    assert cli(["iqlearn", "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["seeds"] == 5 and result["demo_transitions"] == 25 and result["demo_returns"] == [500.0]
+    assert result["claim"]["passed"], result["final_eval_return"]
+
+
+@pytest.mark.slow
 def test_full_cartpole_run_imitates_the_whole_demonstration(tmp_path):
-    # The claim's setting (the demonstration subsampled x20, 25 transitions) is not asserted: it gave 480.4 at
-    # the recorded seed on AVX2 machines, 301.4 on AVX-512 ones, and with 20 seeds at experiment seeds 0, 1, 2
-    # 239.9, 48.8, 25.1 (experiments/RESULTS.md, IQ-Learn on CartPole). The whole demonstration (500
-    # transitions) is imitated on every seed (500 in 15 of 15 runs on each of an AVX2 and an AVX-512 machine,
-    # and in 60 of 60 with 20 seeds on the AVX-512 one): this asserts that.
+    # The same run with the whole demonstration (500 transitions): 500 in 15 of 15 runs on each of an AVX2 and an
+    # AVX-512 machine, and in 60 of 60 with 20 seeds on the AVX-512 one.
     out = tmp_path / "run"
     assert cli(["iqlearn", "--subsample", "1", "--out", str(out), "--no-progress"]) == 0
     result = json.loads((out / "result.json").read_text())
