@@ -48,6 +48,25 @@ def test_first_learner_starts_with_all_the_weight():
     np.testing.assert_allclose(weights, [0.95, 0.05, 0, 0, 0], rtol=1e-6)
 
 
+def test_evaluation_draws_one_learner_per_episode_by_its_mixture_weight():
+    # Ring of 4 slots holding the learners of rounds 4, 2 and 3; slot 1 is empty.
+    snapshot_round = jnp.array([4, -1, 2, 3])
+    round_weights = jnp.array([0.0, 0.0, 0.2, 0.3, 0.5, 0.0])  # by round
+    episodes = 20_000
+    slots = jax.jit(ailboost.episode_learners, static_argnums=3)(jax.random.key(0), snapshot_round, round_weights,
+                                                                 episodes)
+    assert slots.shape == (episodes,)
+    frequency = np.bincount(np.asarray(slots), minlength=4) / episodes
+    # Slot j carries the weight of the round in it; 3 standard errors of 20,000 draws is below 0.011.
+    np.testing.assert_allclose(frequency, [0.5, 0.0, 0.2, 0.3], atol=0.011)
+    assert frequency[1] == 0.0  # an empty slot is never drawn
+    # Unnormalised weights (the uniform ablation's 0/1 flags) draw the same way.
+    flags = ailboost.episode_learners(jax.random.key(1), snapshot_round, (round_weights > 0).astype(jnp.float32),
+                                      episodes)
+    np.testing.assert_allclose(np.bincount(np.asarray(flags), minlength=4) / episodes, [1 / 3, 0, 1 / 3, 1 / 3],
+                               atol=0.011)
+
+
 @pytest.fixture(scope="module")
 def pendulum_demos():
     """Two short greedy episodes of an (untrained-quality) SAC expert: the format, not the quality, matters here."""
@@ -166,6 +185,24 @@ def test_full_experiment_claims(run_experiment):
     failing = {name: claims[name] for name in ("final", "auc") if not claims[name]["holds"]}
     if failing:
         pytest.xfail(f"AILBoost's claims that do not hold at the recorded seed: {failing}")
+
+
+@pytest.mark.slow
+def test_quick_cli_on_brax_hopper(run_experiment):
+    """The --gpu path's env at smoke-test size: a briefly trained SAC expert's demonstration on brax hopper,
+    then AILBoost and DAC rounds on it (about 4.5 minutes on one core, most of it compiling brax)."""
+    _, result = run_experiment("ailboost", "--quick", "--env", "brax/hopper", "--seeds", "1",
+                               "--variants", "ailboost,dac", files=("learning_curves.png", "divergence.png"))
+    assert result["env"] == "brax/hopper" and result["rounds"] == 4
+    assert result["env_steps_per_seed"] == 4 * 2 * 1000  # 2 episodes of hopper's 1000-step limit per round
+    expert, random = result["expert_return"], result["random_return"]
+    assert np.isfinite([expert, random]).all() and expert != random
+    for variant in ("ailboost", "dac"):
+        r = result["variants"][variant]
+        assert len(r["kl_estimate_per_round"]) == 4 and np.isfinite(r["kl_estimate_per_round"]).all()
+        # The score puts the random policy at 0 and the expert at 100, in hopper's return units.
+        final = r["final_return"]["mean"]
+        assert r["final_score"]["mean"] == pytest.approx(100 * (final - random) / (expert - random), rel=1e-4)
 
 
 @pytest.mark.parametrize("variant, sac_replay", [("ailboost", "mixture"), ("ailboost", "buffer")])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rljax.agents import cmorl, moppo
+from rljax.core.config import ConfigError
 from rljax.losses.policy_gradient import PPOBatch, clipped_surrogate, clipped_value_loss
 
 TINY = moppo.MOPPOConfig(num_envs=4, num_steps=32, total_timesteps=128, update_epochs=1, num_minibatches=1,
@@ -42,6 +43,19 @@ def test_deploy_maximises_linear_utility():
     returns = np.array([[1, -1], [16, -9], [124, -19]])
     assert cmorl.deploy(returns, [0.0, 1.0]) == 0
     assert cmorl.deploy(returns, [1.0, 0.0]) == 2
+    assert cmorl.deploy(returns, [0.5, 0.5]) == 2  # 124 - 19 beats 16 - 9 and 1 - 1
+
+
+@pytest.mark.parametrize("preference, message", [
+    ([0.7, 0.7], "summing to 1"),  # off the simplex: argmax would still answer
+    ([1.5, -0.5], "non-negative"),
+    ([0.2, 0.3, 0.5], "expected 2 weights"),  # 3 weights for 2 objectives
+])
+def test_deploy_refuses_a_preference_off_the_simplex(preference, message):
+    returns = np.array([[1, -1], [16, -9], [124, -19]])
+    with pytest.raises(ConfigError, match=message) as err:
+        cmorl.deploy(returns, preference)
+    assert "preference" in str(err.value)
 
 
 def test_log_barrier_value_and_gradient_by_hand():

@@ -362,6 +362,22 @@ def test_demonstrations_that_do_not_fit_the_env_raise_naming_the_field():
         iq_learn.make_train(config, demos.replace(terminated=demos.terminated.astype(jnp.int32)))
 
 
+@pytest.mark.slow
+def test_quick_cli_on_brax_hopper(tmp_path):
+    # The --gpu path's env at smoke-test size (about 4 minutes on one core, most of it compiling brax): online
+    # IQ-Learn with the SAC agent, imitating one whole demonstration of a briefly trained SAC expert.
+    out = tmp_path / "run"
+    assert cli(["iqlearn", "--quick", "--env", "brax/hopper", "--seeds", "1", "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["env"] == "brax/hopper" and result["variant"] == "online" and result["subsample"] == 1
+    assert result["demo_episodes"] == 1 and 0 < result["demo_transitions"] <= 1000  # hopper's time limit
+    demos = dataset_lib.load(str(out / "demos"))
+    assert demos.obs.shape[1:] == (11,) and demos.action.shape[1:] == (3,)  # hopper's spaces
+    assert demos.num_transitions == result["demo_transitions"]
+    assert result["env_steps_per_seed"] == result["gradient_steps_per_seed"] > 0  # one gradient step per env step
+    assert np.isfinite(result["final_eval_return_per_seed"]).all()
+
+
 # ---------------------------------------------------------------- the full experiment
 
 

@@ -76,6 +76,12 @@ def test_multi_objective_reward_head():
     params = init_params(config, jax.random.key(0))
     out = LanguageModel(config).apply({"params": params}, IDS, MASK)
     assert out.rewards.shape == (3, 3) and out.logits is None and out.values is None
+    # Objective j is the j-th column of one linear map of the hidden state at each row's last attended token.
+    r = params["reward_head"]
+    assert r["kernel"].shape == (32, 3)
+    last = out.hidden[jnp.arange(3), jnp.array([8, 5, 1])]
+    np.testing.assert_allclose(out.rewards, last @ r["kernel"] + r["bias"], rtol=1e-5, atol=1e-6)
+    assert np.ptp(np.asarray(out.rewards), axis=1).min() > 0  # the k objectives are different functions
 
 
 def test_remat_and_gqa_and_bf16_variants():

@@ -90,6 +90,11 @@ def test_expected_utility_sparsity_crowding():
     assert len(pareto.simplex_grid(2, 0.01)) == 101 and len(pareto.simplex_grid(3, 0.1)) == 66
     riesz = pareto.riesz_weights(3, 20)
     assert riesz.shape == (20, 3) and np.allclose(riesz.sum(axis=1), 1.0) and (riesz >= -1e-12).all()
+    # Well spread: the closest two of 20 Riesz points are 0.259 apart, near the 21-point lattice's 0.283, while
+    # 20 uniform random simplex points come within 0.034 of each other (median of 200 draws, at most 0.091).
+    gaps = np.linalg.norm(riesz[:, None] - riesz[None], axis=2) + np.diag(np.full(20, np.inf))
+    assert gaps.min() > 0.25
+    assert all(np.isclose(riesz, corner).all(axis=1).any() for corner in np.eye(3))  # the corners are included
 
 
 def test_bad_inputs_are_named():

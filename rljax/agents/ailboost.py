@@ -157,6 +157,18 @@ def mixture(weights: jax.Array) -> jax.Array:
     return weights / weights.sum()
 
 
+def episode_learners(key: jax.Array, snapshot_round: jax.Array, round_weights: jax.Array,
+                     num_episodes: int) -> jax.Array:
+    """The ring slots of the weak learners that play ``num_episodes`` evaluation episodes, one learner
+    per episode, each drawn with its mixture probability: ``[num_episodes]`` ints.
+
+    ``snapshot_round`` ``[max_learners]``: the round whose learner sits in each slot (-1: empty, never
+    drawn); ``round_weights`` ``[num_rounds]``: the mixture's weights by round (normalised or not).
+    """
+    slot_weights = jnp.where(snapshot_round >= 0, round_weights[jnp.maximum(snapshot_round, 0)], 0.0)
+    return jax.random.categorical(key, jnp.log(slot_weights), shape=(num_episodes,))
+
+
 def make_env(config: AILBoostConfig):
     """The env as the SAC learner sees it: actions in [-1, 1]."""
     env, env_params = envs.make(config.env, **dict(config.env_kwargs))
@@ -297,9 +309,8 @@ def make_train(config: AILBoostConfig, demos) -> Trainer:
         if config.variant == "dac":
             params = current
         else:
-            weights = mixture(mixture_weights(state))
-            slot_weights = jnp.where(state.snapshot_round >= 0, weights[jnp.maximum(state.snapshot_round, 0)], 0.0)
-            slots = jax.random.categorical(pick_key, jnp.log(slot_weights), shape=(config.eval_episodes,))
+            slots = episode_learners(pick_key, state.snapshot_round, mixture(mixture_weights(state)),
+                                     config.eval_episodes)
             params = jax.tree.map(  # one learner per episode
                 lambda ring, now: jnp.where(state.round > 0, ring[slots], now), state.snapshots, current
             )

@@ -3,7 +3,9 @@
 * IQL (Kostrikov, Nair, Levine; ICLR 2022): V by expectile regression.
 * XQL (Garg, Hejna, Geist, Ermon; ICLR 2023): V by Gumbel regression.
 * f-DVL (Sikchi, Zheng, Zhang, Niekum; ICLR 2024, "Dual RL"): V by the dual-V
-  objective of an f-divergence (chi-squared or total variation).
+  objective of an f-divergence (chi-squared or total variation). Its reverse-KL
+  instance is XQL's Gumbel regression (the f-DVL code's ``reverse-kl`` branch calls
+  XQL's loss), so f-DVL with reverse KL is the ``xql`` preset.
 
 The three share everything but the value loss (``ImplicitValueConfig.value_loss``)::
 
