@@ -114,6 +114,15 @@ def test_variants_train_different_discriminators(runs):
     # Same keys, same first round; then the discriminator's data and loss differ.
     leaf = lambda variant: np.asarray(jax.tree.leaves(runs[variant][1].disc_params)[0])  # noqa: E731
     assert not np.allclose(leaf("ailboost"), leaf("dac"))
+    # AILBoost minimises the reverse-KL loss E_E[exp(-D)] + E_mix[D], which is 1 minus the divergence estimate on
+    # the same batch; DAC minimises binary cross-entropy, which is not, and reports its accuracy.
+    ail, dac = runs["ailboost"][2], runs["dac"][2]
+    np.testing.assert_allclose(ail["disc_loss"] + ail["kl_estimate"], 1.0, rtol=1e-5, atol=1e-6)
+    assert "disc_accuracy" in dac and "disc_accuracy" not in ail
+    assert np.abs(dac["disc_loss"] + dac["kl_estimate"] - 1.0).min() > 1e-3
+    # With the tanh-bounded logits in (-1, 1), BCE lies between 2 softplus(-1) = 0.627 and 2 softplus(1) = 2.627.
+    assert (np.asarray(dac["disc_loss"]) > 2 * np.log1p(np.exp(-1.0))).all()
+    assert (np.asarray(dac["disc_loss"]) < 2 * np.log1p(np.exp(1.0))).all()
 
 
 def test_snapshot_is_the_actor_that_collected_the_round(pendulum_demos):
