@@ -309,8 +309,7 @@ def make_train(config: AILBoostConfig, demos) -> Trainer:
         if config.variant == "dac":
             params = current
         else:
-            slots = episode_learners(pick_key, state.snapshot_round, mixture(mixture_weights(state)),
-                                     config.eval_episodes)
+            slots = episode_learners(pick_key, state.snapshot_round, mixture_weights(state), config.eval_episodes)
             params = jax.tree.map(  # one learner per episode
                 lambda ring, now: jnp.where(state.round > 0, ring[slots], now), state.snapshots, current
             )

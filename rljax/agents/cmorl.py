@@ -79,7 +79,7 @@ from rljax.agents import moppo
 from rljax.agents.ppo import PPOHParams
 from rljax.core import rollout as rollout_lib
 from rljax.core.config import ConfigError, broadcast_hparams, require, require_positive
-from rljax.core.pareto import check_preference, crowding_distance, pareto_mask, simplex_grid
+from rljax.core.pareto import as_points, check_preference, crowding_distance, pareto_mask, simplex_grid
 from rljax.losses.policy_gradient import PPOBatch, clipped_surrogate
 
 
@@ -318,9 +318,7 @@ def deploy(archive_returns, preference) -> int:
     ``archive_returns`` ``[n, k]``; ``preference`` ``[k]`` on the simplex, else a ``ConfigError``
     naming it (a wrong length, a negative weight or weights not summing to 1).
     """
-    returns = np.asarray(archive_returns, np.float64)
-    if returns.ndim != 2 or len(returns) == 0:
-        raise ConfigError(f"archive_returns: expected [n, k] returns of n >= 1 policies, got shape {returns.shape}")
+    returns = as_points(archive_returns, "archive_returns")
     return int(np.argmax(returns @ check_preference(preference, returns.shape[1])))
 
 

@@ -24,7 +24,8 @@ import numpy as np
 from rljax.core.config import ConfigError
 
 
-def _as_points(points, name: str = "points") -> np.ndarray:
+def as_points(points, name: str = "points") -> np.ndarray:
+    """``points`` as a finite float64 ``[n, k]`` array, or a ``ConfigError`` naming ``name``."""
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] < 1:
         raise ConfigError(f"{name}: expected an array [n, k] of n points in k objectives, got shape {points.shape}")
@@ -41,7 +42,7 @@ def dominates(a, b) -> bool:
 
 def pareto_mask(points) -> np.ndarray:
     """``[n]`` bool: the point is not dominated by any other (duplicates all kept)."""
-    points = _as_points(points)
+    points = as_points(points)
     ge = (points[:, None, :] >= points[None, :, :]).all(axis=2)  # ge[i, j]: i >= j everywhere
     gt = (points[:, None, :] > points[None, :, :]).any(axis=2)
     dominated_by = ge & gt  # [i, j]: i dominates j
@@ -50,7 +51,7 @@ def pareto_mask(points) -> np.ndarray:
 
 def pareto_front(points) -> np.ndarray:
     """The non-dominated points, each once, sorted by the first objective (descending)."""
-    points = _as_points(points)
+    points = as_points(points)
     front = np.unique(points[pareto_mask(points)], axis=0)
     return front[np.argsort(-front[:, 0], kind="stable")]
 
@@ -91,7 +92,7 @@ def hypervolume(points, ref_point) -> float:
     pymoo). A ``ref_point`` of the wrong length, or one that no point dominates
     (a hypervolume of 0, almost always a wrong reference point), is an error.
     """
-    points = _as_points(points)
+    points = as_points(points)
     ref = np.asarray(ref_point, dtype=np.float64)
     if ref.shape != (points.shape[1],):
         raise ConfigError(f"ref_point: expected {points.shape[1]} values (one per objective), got shape {ref.shape}")
@@ -148,8 +149,8 @@ def riesz_weights(num_objectives: int, num_weights: int, seed: int = 42) -> np.n
 
 def expected_utility(points, weights) -> float:
     """``mean_w max_p w . p``: the expected best linear utility over the weight set ``[m, k]``."""
-    points = _as_points(points)
-    weights = _as_points(weights, "weights")
+    points = as_points(points)
+    weights = as_points(weights, "weights")
     if weights.shape[1] != points.shape[1]:
         raise ConfigError(f"weights: expected {points.shape[1]} columns (objectives), got {weights.shape[1]}")
     return float((weights @ points.T).max(axis=1).mean())
@@ -160,7 +161,7 @@ def expected_utility(points, weights) -> float:
 
 def sparsity(points) -> float:
     """morl-baselines' sparsity: ``sum_j sum_i (sorted_j[i] - sorted_j[i-1])^2 / (n - 1)``; 0 for n < 2."""
-    points = _as_points(points)
+    points = as_points(points)
     if len(points) < 2:
         return 0.0
     gaps = np.diff(np.sort(points, axis=0), axis=0)
@@ -174,8 +175,8 @@ def cardinality(points) -> int:
 
 def igd(points, reference_front) -> float:
     """Inverted generational distance: mean over ``reference_front`` of the Euclidean distance to the nearest point."""
-    points = _as_points(points)
-    reference = _as_points(reference_front, "reference_front")
+    points = as_points(points)
+    reference = as_points(reference_front, "reference_front")
     if reference.shape[1] != points.shape[1]:
         raise ConfigError(f"reference_front: expected {points.shape[1]} objectives, got {reference.shape[1]}")
     distances = np.linalg.norm(reference[:, None, :] - points[None, :, :], axis=2)
@@ -185,7 +186,7 @@ def igd(points, reference_front) -> float:
 def crowding_distance(points) -> np.ndarray:
     """NSGA-II crowding distance ``[n]``: per objective, the normalised gap between each point's sorted
     neighbours, summed; the extreme points of every objective get ``inf``."""
-    points = _as_points(points)
+    points = as_points(points)
     n, k = points.shape
     distance = np.zeros(n)
     if n <= 2:
