@@ -83,7 +83,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.text.enumerable import SequenceSpace, exact_entropy, exact_expectation, exact_kl, random_linear_reward
+from envs.text.enumerable import (
+    SequenceSpace, exact_entropy, exact_expectation, exact_kl, prompted_rows, random_linear_reward,
+    random_product_distribution,
+)
 from envs.text.preferences import sample_preference_pairs, subset_distribution
 from experiments.common import add_run_arguments, setup_run
 from rljax.core import loop as loop_lib
@@ -199,25 +202,6 @@ def model_config(s: Settings) -> LMConfig:
         vocab_size=s.vocab_size, hidden_size=s.hidden_size, num_layers=s.num_layers, num_heads=s.num_heads,
         max_position_embeddings=s.length + 1, style="llama",
     )
-
-
-def response_rows(space: SequenceSpace):
-    """Every response after the prompt token: input_ids, attention_mask, completion_mask, each [V**L, L+1]."""
-    n = space.size
-    ids = np.concatenate([np.full((n, 1), PROMPT_TOKEN, np.int32), space.sequences], axis=1)
-    attention = np.ones_like(ids)
-    completion = attention.copy()
-    completion[:, 0] = 0
-    return jnp.asarray(ids), jnp.asarray(attention), jnp.asarray(completion)
-
-
-def base_distribution(s: Settings, key) -> np.ndarray:
-    """Broad base distribution over the responses: independent per-position softmax(N(0, std^2)) tokens."""
-    logits = jax.random.normal(key, (s.length, s.vocab_size)) * s.base_logit_std
-    token_logp = np.asarray(jax.nn.log_softmax(logits, axis=-1), np.float64)  # [L, V]
-    seqs = SequenceSpace(s.vocab_size, s.length).sequences
-    logp = token_logp[np.arange(s.length), seqs].sum(axis=1)
-    return np.exp(logp - np.logaddexp.reduce(logp))
 
 
 def all_logps(params, cfg: LMConfig, rows):
@@ -394,7 +378,7 @@ def main(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     cfg = model_config(s)
     space = SequenceSpace(s.vocab_size, s.length)
-    rows = response_rows(space)
+    rows = prompted_rows(space, PROMPT_TOKEN)
     key = jax.random.PRNGKey(args.seed)
     base_key, sft_key, world_key, train_key = jax.random.split(key, 4)
     arms = [arm_name(e) for e in s.etas]
@@ -412,7 +396,7 @@ def main(args: argparse.Namespace) -> dict:
     print(f"RPO vs DPO: {space}, {s.subset_size} covered responses, {s.num_pairs} pairs, arms {arms}, "
           f"{s.seeds} seeds x {s.num_epochs} epochs -> {run_dir}")
 
-    base_probs = base_distribution(s, base_key)
+    base_probs = random_product_distribution(base_key, s.vocab_size, s.length, s.base_logit_std)
     ref_params, sft_loss = train_references(s, cfg, space, base_probs, sft_key)
     logps_fn = jax.jit(jax.vmap(lambda p: all_logps(p, cfg, rows)))
     ref_logps = np.asarray(logps_fn(ref_params))  # [seeds, V**L]

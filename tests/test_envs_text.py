@@ -1,5 +1,6 @@
 """Synthetic text tasks: enumerable sequence spaces, fact corpora, labelled preference pairs (envs.text)."""
 
+import itertools
 import math
 
 import jax
@@ -54,6 +55,67 @@ def test_gold_rewards():
     np.testing.assert_array_equal(reward(space.sequences), again(space.sequences))
     assert reward.keywords["weights"].shape == (5, 4)
     np.testing.assert_allclose(text.gaussian_peak_reward(np.array([[70, 80]]), 70.0, 10.0), [(1 + math.exp(-1)) / 2], rtol=1e-6)
+
+
+def test_random_mlp_reward_is_deterministic_and_order_free():
+    space = text.SequenceSpace(5, 3)
+    reward = text.random_mlp_reward(3, 5)
+    values = np.asarray(reward(space.sequences))
+    np.testing.assert_array_equal(values, text.random_mlp_reward(jax.random.key(3), 5)(space.sequences))
+    assert values.shape == (125,) and values.std() > 0.05
+    # it reads the bag of tokens: a permutation of a sequence has the same reward
+    np.testing.assert_allclose(reward(np.array([[0, 1, 4], [4, 0, 1]])), values[space.index(np.array([0, 1, 4]))], rtol=1e-6)
+    assert not np.allclose(values, np.asarray(text.random_mlp_reward(4, 5)(space.sequences)))
+
+
+def test_random_product_distribution_and_prompted_rows():
+    probs = text.random_product_distribution(jax.random.PRNGKey(0), 3, 2, 1.0)
+    assert probs.shape == (9,) and probs.min() > 0 and probs.sum() == pytest.approx(1.0, abs=1e-12)
+    per_position = probs.reshape(3, 3)  # row-major: [first token, second token]; independent positions
+    np.testing.assert_allclose(per_position, np.outer(per_position.sum(1), per_position.sum(0)), rtol=1e-9)
+    ids, attention, completion = text.prompted_rows(text.SequenceSpace(3, 2), prompt_token=7)
+    assert ids.shape == attention.shape == completion.shape == (9, 3)
+    np.testing.assert_array_equal(ids[:, 0], 7)
+    np.testing.assert_array_equal(ids[5, 1:], [1, 2])
+    np.testing.assert_array_equal(completion[:, 0], 0)
+    assert int(completion[:, 1:].min()) == 1 and int(attention.min()) == 1
+
+
+def _best_of_n_by_enumeration(probs, scores, n):
+    """Every ordered n-tuple of draws with its probability; the pick is the max of (score, row)."""
+    out = np.zeros(len(probs))
+    for draws in itertools.product(range(len(probs)), repeat=n):
+        pick = max(draws, key=lambda r: (scores[r], r))
+        out[pick] += np.prod([probs[r] for r in draws])
+    return out
+
+
+def test_best_of_n_matches_enumeration_with_ties_and_zero_mass():
+    probs = np.array([0.1, 0.2, 0.3, 0.0, 0.4])
+    scores = np.array([0.5, -1.0, 0.5, 9.0, 0.1])  # rows 0 and 2 tie (row 2 wins); row 3 has no mass
+    with np.errstate(divide="ignore"):
+        base = np.log(probs)
+    for n in (1, 2, 3, 4):
+        logp = np.asarray(text.best_of_n_logp(base, scores, n))
+        np.testing.assert_allclose(np.exp(logp), _best_of_n_by_enumeration(probs, scores, n), atol=1e-6)
+        assert logp[3] == -np.inf
+    np.testing.assert_allclose(np.exp(text.best_of_n_logp(base, scores, 1)), probs, rtol=1e-6)
+    # very large n: all mass on the best-scored row with mass (row 2, by the tie-break)
+    np.testing.assert_allclose(np.exp(text.best_of_n_logp(base, scores, 1e6)), [0, 0, 1, 0, 0], atol=1e-6)
+
+
+def test_best_of_n_kl_against_the_analytic_formula():
+    # Continuous scores over a uniform base: KL(best-of-n || base) = log n - (n - 1) / n (Beirami et al., 2024)
+    # up to the discreteness of 4096 rows, and never above it.
+    size = 4096
+    base = np.full(size, -np.log(size))
+    scores = np.random.default_rng(0).normal(size=size)
+    for n in (2, 16, 256):
+        kl = float(text.exact_kl(text.best_of_n_logp(base, scores, n), base))
+        bound = math.log(n) - (n - 1) / n
+        assert kl <= bound + 1e-5 and kl == pytest.approx(bound, abs=2e-3 * n / 16 + 1e-4)
+    logp = text.best_of_n_logp(base, scores, 1e7)
+    assert float(text.exact_kl(logp, base)) == pytest.approx(math.log(size), abs=1e-4)  # a point mass
 
 
 # ---------------------------------------------------------------- facts

@@ -11,12 +11,16 @@ so they are not in the ``envs.make`` registry.
 from envs.text.enumerable import (
     MAX_SEQUENCES,
     SequenceSpace,
+    best_of_n_logp,
     exact_entropy,
     exact_expectation,
     exact_kl,
     gaussian_peak_reward,
     position_weighted_reward,
+    prompted_rows,
     random_linear_reward,
+    random_mlp_reward,
+    random_product_distribution,
     token_count_reward,
 )
 from envs.text.facts import BOTH, D2P, D2P_ONLY, P2D, P2D_ONLY, FactCorpus, FactExamples, make_fact_corpus
@@ -30,7 +34,8 @@ from envs.text.preferences import (
 
 __all__ = [
     "BOTH", "D2P", "D2P_ONLY", "FactCorpus", "FactExamples", "MAX_SEQUENCES", "P2D", "P2D_ONLY", "PreferencePairs",
-    "SequenceSpace", "exact_entropy", "exact_expectation", "exact_kl", "gaussian_peak_reward", "label_pairs",
-    "make_fact_corpus", "position_weighted_reward", "preference_labels", "random_linear_reward",
-    "sample_preference_pairs", "subset_distribution", "token_count_reward",
+    "SequenceSpace", "best_of_n_logp", "exact_entropy", "exact_expectation", "exact_kl", "gaussian_peak_reward",
+    "label_pairs", "make_fact_corpus", "position_weighted_reward", "preference_labels", "prompted_rows",
+    "random_linear_reward", "random_mlp_reward", "random_product_distribution", "sample_preference_pairs",
+    "subset_distribution", "token_count_reward",
 ]

@@ -6,7 +6,8 @@ lexicographic order: row ``i`` of ``space.sequences`` is ``i`` written in base
 ``[0,0], [0,1], [1,0], [1,1]``. With a policy's log-probabilities over every
 row (``logp`` ``[V**L]``) the KL, entropy and expected gold reward are exact
 sums, not Monte-Carlo estimates: the tabular ground truth for the preference
-experiments (papers/preference-lm.md §3, §10, §15).
+experiments (papers/preference-lm.md §3, §6, §10, §15), best-of-n sampling included
+(:func:`best_of_n_logp`).
 
 Gold rewards take token sequences ``[..., L]`` (integer, numpy or JAX) and
 return ``[...]`` float32; they and the exact quantities are jitted JAX
@@ -110,11 +111,86 @@ def random_linear_reward(key, vocab_size: int, length: int, scale: float = 1.0) 
     return functools.partial(position_weighted_reward, weights=weights)
 
 
+def random_mlp_reward(key, vocab_size: int, embed_dim: int = 16, hidden_size: int = 32) -> Callable:
+    """A random nonlinear gold reward: a 2-layer tanh MLP on the mean of frozen random token embeddings.
+
+    ``embedding [V, embed_dim] ~ N(0, 1)``; ``r(y) = w2 . tanh(W1^T mean_t embedding[y_t] + b1)`` with
+    ``W1 ~ N(0, 1 / embed_dim)``, ``b1 ~ N(0, 1)``, ``w2 ~ N(0, 1 / hidden_size)`` (the gold reward of the
+    reward-ensemble digest, papers/preference-lm.md §6). It depends on the bag of tokens, not their order.
+    Returns ``reward(seqs [..., L]) -> [...]`` float32; ``key``: a JAX PRNG key or an int seed.
+    """
+    if isinstance(key, (int, np.integer)):
+        key = jax.random.key(int(key))
+    k_emb, k_w1, k_b1, k_w2 = jax.random.split(key, 4)
+    embedding = jax.random.normal(k_emb, (vocab_size, embed_dim), jnp.float32)
+    w1 = jax.random.normal(k_w1, (embed_dim, hidden_size), jnp.float32) / np.sqrt(embed_dim)
+    b1 = jax.random.normal(k_b1, (hidden_size,), jnp.float32)
+    w2 = jax.random.normal(k_w2, (hidden_size,), jnp.float32) / np.sqrt(hidden_size)
+
+    @jax.jit
+    def reward(seqs):
+        pooled = embedding[jnp.asarray(seqs)].mean(axis=-2)  # [..., embed_dim]
+        return jnp.tanh(pooled @ w1 + b1) @ w2
+
+    return reward
+
+
 @jax.jit
 def gaussian_peak_reward(seqs, peak: float, width: float):
     """Mean over positions of ``exp(-((y_t - peak) / width) ** 2)`` (Tajwar et al. 2024's bandit reward): ``[..., L]`` -> ``[...]``."""
     y = jnp.asarray(seqs, jnp.float32)
     return jnp.mean(jnp.exp(-(((y - peak) / width) ** 2)), axis=-1)
+
+
+# ---------------------------------------------------------------- distributions over the space
+
+
+def random_product_distribution(key, vocab_size: int, length: int, logit_std: float = 1.0) -> np.ndarray:
+    """Probabilities ``[V**L]`` (float64, in ``SequenceSpace`` row order) of independent tokens per
+    position, ``softmax(N(0, logit_std^2))`` each: a broad, non-uniform base distribution."""
+    logits = jax.random.normal(key, (length, vocab_size)) * logit_std
+    token_logp = np.asarray(jax.nn.log_softmax(logits, axis=-1), np.float64)  # [L, V]
+    seqs = SequenceSpace(vocab_size, length).sequences
+    logp = token_logp[np.arange(length), seqs].sum(axis=1)
+    return np.exp(logp - np.logaddexp.reduce(logp))
+
+
+def prompted_rows(space: SequenceSpace, prompt_token: int = 0):
+    """Every sequence after a one-token prompt, for one batched forward of a model over the whole space:
+    ``input_ids``, ``attention_mask``, ``completion_mask``, each ``[V**L, L+1]`` (JAX int32; the
+    completion mask is 0 on the prompt)."""
+    n = space.size
+    ids = np.concatenate([np.full((n, 1), prompt_token, np.int32), space.sequences], axis=1)
+    attention = np.ones_like(ids)
+    completion = attention.copy()
+    completion[:, 0] = 0
+    return jnp.asarray(ids), jnp.asarray(attention), jnp.asarray(completion)
+
+
+@jax.jit
+def best_of_n_logp(base_logp, scores, n):
+    """Exact log-probabilities ``[S]`` of best-of-n selection: draw ``n`` sequences i.i.d. from the base
+    distribution ``exp(base_logp)`` ``[S]`` and keep the one of highest ``scores`` ``[S]``.
+
+    Ties in ``scores`` are broken by row index (the later row wins), which makes the order strict. With
+    ``C_j`` the base mass of the rows ranked at or below row ``j``, best-of-n picks ``j`` with probability
+    ``C_j^n - C_{j-1}^n = C_j^n (1 - (C_{j-1} / C_j)^n)``, computed in log space from the mass ranked
+    *above* ``j`` (exactly 0 for the top row), so that it stays accurate for small masses and large ``n``
+    in float32. ``n`` may be traced (vmap over several ``n``).
+    """
+    base_logp, scores = jnp.asarray(base_logp, jnp.float32), jnp.asarray(scores, jnp.float32)
+    n = jnp.asarray(n, jnp.float32)
+    order = jnp.lexsort((jnp.arange(scores.shape[0]), scores))  # ascending: score, then row
+    p = jnp.exp(base_logp[order])
+    total = p.sum()
+    above = jnp.cumsum(p[::-1])[::-1] - p  # mass ranked strictly above each row
+    at_or_below = jnp.maximum(total - above, p)
+    log_c = jnp.log1p(-above / total)  # log C_j
+    # (C_{j-1} / C_j)^n = exp(n log1p(-p_j / (C_j total))); log1p(-1) = -inf for the lowest row.
+    ratio_log = n * jnp.log1p(-jnp.minimum(p / jnp.where(at_or_below > 0, at_or_below, 1.0), 1.0))
+    logp_sorted = n * log_c + jnp.log(-jnp.expm1(ratio_log))
+    logp_sorted = jnp.where(p > 0, logp_sorted, -jnp.inf)
+    return jnp.zeros_like(logp_sorted).at[order].set(logp_sorted)
 
 
 # ---------------------------------------------------------------- exact quantities
@@ -152,6 +228,7 @@ def exact_expectation(logp, values, axis: int = -1):
 
 
 __all__ = [
-    "MAX_SEQUENCES", "SequenceSpace", "exact_entropy", "exact_expectation", "exact_kl", "gaussian_peak_reward",
-    "position_weighted_reward", "random_linear_reward", "token_count_reward",
+    "MAX_SEQUENCES", "SequenceSpace", "best_of_n_logp", "exact_entropy", "exact_expectation", "exact_kl",
+    "gaussian_peak_reward", "position_weighted_reward", "prompted_rows", "random_linear_reward",
+    "random_mlp_reward", "random_product_distribution", "token_count_reward",
 ]
