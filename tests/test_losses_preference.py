@@ -264,6 +264,22 @@ def test_bradley_terry_loss_and_accuracy():
 # ---------------------------------------------------------------- CHES
 
 
+def test_ensemble_reward_objectives_hand_values():
+    rewards = np.array([[1.0, 2.0], [3.0, -2.0], [2.0, 0.0]])  # [K = 3 members, 2 responses]
+    np.testing.assert_allclose(P.ensemble_reward(rewards, "mean"), [2.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(P.ensemble_reward(rewards, "wco"), [1.0, -2.0], rtol=1e-6)
+    # population variances over the members: 2/3 and 8/3 (np.var, as the paper's best-of-n code)
+    np.testing.assert_allclose(P.ensemble_reward(rewards, "uwo", 0.5), [2.0 - 1.0 / 3.0, -4.0 / 3.0], rtol=1e-6)
+    np.testing.assert_allclose(P.ensemble_reward(rewards, "uwo", 0.1), [2.0 - 0.2 / 3.0, -0.8 / 3.0], rtol=1e-6)
+    # one member: every objective is that member's reward
+    for objective in P.ENSEMBLE_OBJECTIVES:
+        np.testing.assert_allclose(P.ensemble_reward(rewards[:1], objective), rewards[0], rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown objective 'max'"):
+        P.ensemble_reward(rewards, "max")
+    with pytest.raises(ValueError, match=r"\[K, \.\.\.\] with K >= 1 members, got shape \(\)"):
+        P.ensemble_reward(1.0, "mean")
+
+
 def test_ches_counts_last_prompt_token_and_skips_final_response_token():
     # chosen (x, y+): prompt = positions 0-1, response = 2-4 (4 is the final token, e.g. EOS)
     h_c = np.array([[[100.0, 100.0], [1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [-50.0, 70.0]]])

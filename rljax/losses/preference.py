@@ -257,6 +257,35 @@ def bradley_terry_loss(chosen_rewards, rejected_rewards, margin=None, center_rew
     return loss, aux
 
 
+ENSEMBLE_OBJECTIVES = ("mean", "wco", "uwo")
+
+
+def ensemble_reward(rewards, objective="mean", uwo_coefficient=0.5):
+    """One reward from an ensemble's rewards [K, ...] -> [...] (Coste et al., ICLR 2024):
+
+    * ``"mean"``: mean_k r_k;
+    * ``"wco"`` (worst-case optimisation): min_k r_k;
+    * ``"uwo"`` (uncertainty-weighted optimisation): mean_k r_k - lambda * Var_k r_k,
+      with ``lambda = uwo_coefficient`` and the population variance (divided by K),
+      as the paper's best-of-n code (``np.var``); the paper uses lambda 0.5 for
+      best-of-n and 0.1 for PPO.
+
+    The members' rewards are combined as they come, without per-member
+    normalisation, as in the official code.
+    """
+    if objective not in ENSEMBLE_OBJECTIVES:
+        raise ValueError(f"ensemble_reward: unknown objective {objective!r}; known ones are {list(ENSEMBLE_OBJECTIVES)}")
+    rewards = jnp.asarray(rewards)
+    if rewards.ndim == 0 or rewards.shape[0] < 1:
+        raise ValueError(f"ensemble_reward: rewards must be [K, ...] with K >= 1 members, got shape {rewards.shape}")
+    if objective == "wco":
+        return rewards.min(axis=0)
+    mean = rewards.mean(axis=0)
+    if objective == "mean":
+        return mean
+    return mean - uwo_coefficient * rewards.var(axis=0)
+
+
 # ---------------------------------------------------------------------------
 # CHES: centered hidden embedding similarity (Razin et al., ICLR 2025, "Unintentional Unalignment")
 # ---------------------------------------------------------------------------
