@@ -20,6 +20,7 @@ EXPERIMENTS = {
     "reversal-curse": "experiments.reversal_curse",
     "sft": "experiments.sft",
     "reward-model": "experiments.reward_model",
+    "reward-ensembles": "experiments.reward_ensembles",
     "dpo": "experiments.dpo",
     "mogfn-hypergrid": "experiments.mogfn_hypergrid",
     "odice": "experiments.odice",
