@@ -21,6 +21,7 @@ EXPERIMENTS = {
     "sft": "experiments.sft",
     "reward-model": "experiments.reward_model",
     "reward-ensembles": "experiments.reward_ensembles",
+    "unlearning-uld": "experiments.unlearning_uld",
     "dpo": "experiments.dpo",
     "mogfn-hypergrid": "experiments.mogfn_hypergrid",
     "odice": "experiments.odice",

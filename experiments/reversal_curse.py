@@ -70,7 +70,7 @@ from rljax.core.stats import mean_ci95
 from rljax.lm import sampling as sampling_lib
 from rljax.lm.data import tokenize_sft
 from rljax.lm.model import LanguageModel, LMConfig
-from rljax.lm.train import LMHParams, LMTrainConfig, make_train, sequence_logps
+from rljax.lm.train import LMHParams, LMTrainConfig, completion_exact_match, make_train, sequence_logps
 from rljax.core.plotting import plt, save_figure
 
 NAME = "reversal-curse"
@@ -149,8 +149,7 @@ def trained(group: str, direction: str) -> bool:
 def completion_correct(params, model: LMConfig, batch) -> jax.Array:
     """[N] bool: the argmax at every completion position (gold prefix) is the gold token (exact match)."""
     logits = LanguageModel(model).apply({"params": params}, batch["input_ids"], batch["attention_mask"]).logits
-    hit = jnp.argmax(logits[:, :-1], axis=-1) == batch["input_ids"][:, 1:]
-    return jnp.all(hit | (batch["completion_mask"][:, 1:] == 0), axis=1)
+    return completion_exact_match(logits, batch["input_ids"], batch["completion_mask"])
 
 
 @functools.partial(jax.jit, static_argnames="model")

@@ -212,6 +212,14 @@ def sequence_logps(params, config: LMConfig, input_ids, attention_mask, completi
     return preference.sequence_logps(per_token, mask), preference.completion_lengths(mask)
 
 
+def completion_exact_match(logits, input_ids, completion_mask):
+    """[B] bool: at every completion position the argmax of ``logits`` [B, T, V] (given the gold prefix) is the
+    gold token. For a fixed gold completion this equals greedy decoding reproducing it: if every argmax is
+    right, greedy decoding emits the gold tokens; if one is wrong, it goes wrong at the first such position."""
+    hit = jnp.argmax(logits[:, :-1], axis=-1) == input_ids[:, 1:]
+    return jnp.all(hit | (completion_mask[:, 1:] == 0), axis=1)
+
+
 def _token_logps(params, config: LMConfig, scores, input_ids):
     """Per-token log-probs [B, T-1] from the logits [B, T, V], or from the hidden states [B, T, H] in
     chunks of ``config.logits_chunk`` positions (:func:`rljax.lm.model.chunked_token_logps`)."""
