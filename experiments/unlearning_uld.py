@@ -17,7 +17,8 @@ Setup:
 * ULD: the assistant is the target's first 2 layers and its head (``lora.first_layers``) plus LoRA (rank
   16, alpha 32, on every projection; only the adapters train). Its loss is the official code's reversed
   objective ``NLL(forget) + 5 * KL(U || p_assistant)`` on retain data (the uniform term over every position,
-  as ``UniformLossFunc``). At inference ``l_target - 0.8 * l_assistant``, the assistant's logits zeroed where
+  as ``UniformLossFunc``; without the official data augmentation, paraphrased forget data and perturbed
+  retain answers, which this corpus does not have). At inference ``l_target - 0.8 * l_assistant``, the assistant's logits zeroed where
   the target's log-prob is below the relative-top threshold (1e-2) (``unlearning.uld_logits``).
 * Baselines on the full target: GA+GD ``-NLL(forget) + NLL(retain)``; NPO+GD ``NPO(forget; beta 0.1) +
   NLL(retain)`` (token-mean NLLs, as Hugging Face's loss). Every method: Adam, the same learning rate and
