@@ -29,7 +29,7 @@ from rljax.core.trainer import Trainer
 from rljax.lm import model as model_lib
 from rljax.lm.model import LanguageModel, LMConfig
 from rljax.lm.sampling import SamplingConfig, generate, positions_from_mask
-from rljax.lm.train import OPTIMIZERS, make_optimizer
+from rljax.lm.train import OPTIMIZERS, float32_params, make_optimizer
 from rljax.losses import grpo as grpo_losses
 from rljax.losses import preference
 
@@ -152,7 +152,7 @@ def make_train(
         params = init_params if init_params is not None else model_lib.init_params(config.model, init_key)
         params = jax.tree.map(jnp.asarray, params)
         lr = jnp.asarray(hp.learning_rate, jnp.float32)
-        opt_state = make_optimizer(config, lr).init(params)
+        opt_state = make_optimizer(config, lr).init(float32_params(params))
         return GRPOState(params=params, ref_params=params if config.kl_reference else None, opt_state=opt_state,
                          key=key, step=jnp.zeros((), jnp.int32), hparams=hp)
 
@@ -187,7 +187,9 @@ def make_train(
         def iteration(carry, _):
             params, opt_state = carry
             (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
+            # The optimiser runs in float32 (as rljax.lm.train's); apply_updates casts back to the params' dtype.
+            grads = float32_params(grads)
+            updates, opt_state = tx.update(grads, opt_state, float32_params(params))
             return (optax.apply_updates(params, updates), opt_state), aux | {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
         (params, opt_state), aux = jax.lax.scan(iteration, (state.params, state.opt_state), None, length=config.num_iterations)

@@ -391,7 +391,7 @@ def make_optimizer(config: LMTrainConfig, learning_rate) -> optax.GradientTransf
     return tx
 
 
-def _float32(params):
+def float32_params(params):
     """The optimiser sees float32 copies of the params: bf16 moments would round Adam's b2 = 0.999
     to 1.0 (its bias correction then divides by zero) and lose small updates."""
     return jax.tree.map(lambda x: x.astype(jnp.float32), params)
@@ -485,7 +485,7 @@ def make_train(
         device_data |= {k: jnp.asarray(data[k], jnp.float32) for k in pair_values}
         if config.objective == "dpo" and config.reference == "precomputed":
             device_data |= jax.lax.stop_gradient(precompute_reference(params, device_data))
-        opt_state = make_optimizer(config, _lr_at(config, hp, 0)).init(_float32(params))
+        opt_state = make_optimizer(config, _lr_at(config, hp, 0)).init(float32_params(params))
         return LMTrainState(
             params=params, opt_state=opt_state, ref_params=params if use_ref_params else None,
             data=device_data, key=key, step=jnp.zeros((), jnp.int32), hparams=hp,
@@ -519,7 +519,7 @@ def make_train(
             return jax.tree.map(jnp.add, grads, g), aux
 
         # Gradients are summed and the optimiser runs in float32; apply_updates casts back to param_dtype.
-        params32 = _float32(state.params)
+        params32 = float32_params(state.params)
         grads, aux = jax.lax.scan(micro_step, jax.tree.map(jnp.zeros_like, params32), batch)
         metrics = jax.tree.map(lambda x: x.sum(axis=0), aux)  # each micro's share already scaled
         lr = _lr_at(config, hp, state.step)
