@@ -24,6 +24,13 @@ def test_rescoring_left_padded_prompts_gives_the_generation_logprobs():
     attention = jnp.concatenate([prompt_mask, gen.mask], axis=1)
     logps = grpo.completion_token_logps(params, config, ids, attention, prompt_length=4)
     np.testing.assert_allclose(logps * gen.mask, gen.logprobs, atol=2e-5)
+    # at another temperature, the log-probs of the tempered policy that drew the tokens
+    tempered = generate(params, config, prompt_ids, prompt_mask, jax.random.key(1),
+                        SamplingConfig(6, temperature=0.7, eos_id=2, pad_id=0))
+    ids = jnp.concatenate([prompt_ids, tempered.tokens], axis=1)
+    attention = jnp.concatenate([prompt_mask, tempered.mask], axis=1)
+    logps = grpo.completion_token_logps(params, config, ids, attention, 4, temperature=0.7)
+    np.testing.assert_allclose(logps * tempered.mask, tempered.sampling_logprobs, atol=2e-5)
 
 
 V, L = 4, 3

@@ -102,14 +102,15 @@ class GRPOState:
     hparams: GRPOHParams
 
 
-def completion_token_logps(params, config: LMConfig, ids, attention_mask, prompt_length: int):
+def completion_token_logps(params, config: LMConfig, ids, attention_mask, prompt_length: int, temperature: float = 1.0):
     """Per-token log-probs [B, T] of the completion tokens ``ids[:, P:]`` after left-padded prompts of width
-    ``P = prompt_length``, with the positions that generation used (:func:`positions_from_mask`)."""
+    ``P = prompt_length``, with the positions that generation used (:func:`positions_from_mask`), under the
+    policy sampled from: logits divided by ``temperature``, as TRL's GRPO loss takes them."""
     out = LanguageModel(config).apply(
         {"params": params}, ids, attention_mask, positions=positions_from_mask(attention_mask),
         logits_from=prompt_length - 1,
     )  # fmt: skip
-    return preference.token_logps(out.logits, ids[:, prompt_length - 1 :])
+    return preference.token_logps(out.logits / temperature, ids[:, prompt_length - 1 :])
 
 
 def make_train(
@@ -172,7 +173,7 @@ def make_train(
         key, batch_key = jax.random.split(state.key)
         ids, attention, completion_mask, rewards = generation_batch(state, batch_key)
         advantages = grpo_losses.group_advantages(rewards, G, config.scale_rewards)
-        logps_of = lambda params: completion_token_logps(params, config.model, ids, attention, P)  # noqa: E731
+        logps_of = lambda params: completion_token_logps(params, config.model, ids, attention, P, config.temperature)  # noqa: E731
         old_logps = jax.lax.stop_gradient(logps_of(state.params))
         ref_logps = jax.lax.stop_gradient(logps_of(state.ref_params)) if config.kl_reference else None
         tx = make_optimizer(config, hp.learning_rate)
