@@ -155,18 +155,21 @@ def make_methods(s: Settings, model: LMConfig, data: dict):
     forward = lambda params, batch: lm.apply({"params": params}, batch["input_ids"], batch["attention_mask"]).logits  # noqa: E731
     forget, retain = data["forget"], data["retain"]
 
-    def assistant_logits(adapters, target, batch):
+    def assistant(adapters, target):
+        """The assistant's ``batch -> logits``: the adapters merged into the target's first layers once."""
         small, small_model = lora.first_layers(target, model, s.assistant_layers)
         merged = lora.merge(small, adapters, s.lora_alpha)
-        return LanguageModel(small_model).apply({"params": merged}, batch["input_ids"], batch["attention_mask"]).logits
+        return lambda batch: LanguageModel(small_model).apply({"params": merged}, batch["input_ids"],
+                                                              batch["attention_mask"]).logits
 
     def uld_loss(adapters, target):
         # reversed objectives: remember the forget set, push the retain set towards uniform
-        remember = token_nll(assistant_logits(adapters, target, forget), forget)
-        return remember + s.uniform_weight * unlearning.uniform_kl(assistant_logits(adapters, target, retain))
+        logits_of = assistant(adapters, target)
+        remember = token_nll(logits_of(forget), forget)
+        return remember + s.uniform_weight * unlearning.uniform_kl(logits_of(retain))
 
     def uld_predict(adapters, target, batch):
-        return unlearning.uld_logits(forward(target, batch), assistant_logits(adapters, target, batch), s.uld_alpha,
+        return unlearning.uld_logits(forward(target, batch), assistant(adapters, target)(batch), s.uld_alpha,
                                      s.relative_top)
 
     def ga_gd_loss(params, target):

@@ -174,13 +174,16 @@ def make_train(
         ids, attention, completion_mask, rewards = generation_batch(state, batch_key)
         advantages = grpo_losses.group_advantages(rewards, G, config.scale_rewards)
         logps_of = lambda params: completion_token_logps(params, config.model, ids, attention, P, config.temperature)  # noqa: E731
-        old_logps = jax.lax.stop_gradient(logps_of(state.params))
+        # With one iteration the sampling policy is the one being trained: its log-probs are the loss's own
+        # (stop-gradient inside grpo_loss), as TRL skips that forward pass; with more, a constant copy.
+        old_logps = jax.lax.stop_gradient(logps_of(state.params)) if config.num_iterations > 1 else None
         ref_logps = jax.lax.stop_gradient(logps_of(state.ref_params)) if config.kl_reference else None
         tx = make_optimizer(config, hp.learning_rate)
 
         def loss_fn(params):
+            logps = logps_of(params)
             return grpo_losses.grpo_loss(
-                logps_of(params), old_logps, advantages, completion_mask, ref_logps=ref_logps, beta=hp.beta,
+                logps, logps if old_logps is None else old_logps, advantages, completion_mask, ref_logps=ref_logps, beta=hp.beta,
                 epsilon_low=hp.epsilon_low, epsilon_high=hp.epsilon_high, loss_type=config.loss_type,
                 max_completion_length=T,
             )  # fmt: skip
