@@ -11,6 +11,7 @@ from rljax.lm import grpo
 from rljax.lm import train as lm_train
 from rljax.lm.model import LMConfig, init_params
 from rljax.lm.sampling import SamplingConfig, generate
+from rljax.losses import grpo as grpo_losses
 
 
 def test_rescoring_left_padded_prompts_gives_the_generation_logprobs():
@@ -51,10 +52,11 @@ def expected_gold(params):
     return exact_expectation(logp, GOLD)
 
 
-def make(**fields):
+def make(advantage_fn=None, **fields):
     config = grpo.GRPOConfig(**({"model": MODEL, "max_completion_length": L, "num_updates": 40, "prompts_per_update": 2}
                                 | fields))
-    return grpo.make_train(config, np.zeros((4, 1), np.int32), np.ones((4, 1), np.int32), gold_reward)
+    return grpo.make_train(config, np.zeros((4, 1), np.int32), np.ones((4, 1), np.int32), gold_reward,
+                           advantage_fn=advantage_fn)
 
 
 def test_grpo_raises_the_exact_expected_reward():
@@ -65,6 +67,41 @@ def test_grpo_raises_the_exact_expected_reward():
     assert float(expected_gold(state.params)) > start + 0.5 * spread
     assert metrics["reward"].shape == (40,) and float(metrics["reward"][-5:].mean()) > float(metrics["reward"][:5].mean())
     np.testing.assert_array_equal(metrics["completions/mean_length"], float(L))  # no eos: every completion is L long
+
+
+def test_advantage_fn_replaces_the_group_advantages():
+    hp = grpo.GRPOHParams(learning_rate=1e-2)
+    default, _ = jax.jit(make())(jax.random.key(0), hp)
+    # the same advantages through the hook: the same run (its key does not disturb the sampling stream)
+    same, _ = jax.jit(make(lambda key, r: grpo_losses.group_advantages(r, 8)))(jax.random.key(0), hp)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), same.params, default.params)
+    # negated advantages descend the reward the default ascends
+    start = float(expected_gold(make().init(jax.random.key(0), hp).params))
+    negated, metrics = jax.jit(make(lambda key, r: -grpo_losses.group_advantages(r, 8)))(jax.random.key(0), hp)
+    assert float(expected_gold(negated.params)) < start - 0.5 * float(GOLD.std())
+    assert float(metrics["reward"][-5:].mean()) < float(metrics["reward"][:5].mean())  # the metric stays reward_fn's
+    with pytest.raises(ConfigError, match=r"advantage_fn: expected advantages of the rewards' shape \(16,\), got \(8,\)"):
+        jax.jit(make(lambda key, r: r[:8]))(jax.random.key(0), hp)
+
+
+def test_adam_divides_out_a_rescaled_advantage():
+    """Without KL or clipping, advantages times k move Adam's params the same way up to its epsilon, while SGD
+    takes k as a learning rate: why the backward noisy-verifier correction, a rescaled leave-one-out control,
+    changes little (experiments/RESULTS.md, "GRPO under a noisy verifier")."""
+    hp = grpo.GRPOHParams(learning_rate=1e-2)
+    start = jax.tree.leaves(make().init(jax.random.key(0), hp).params)
+
+    def relative_change(optimizer):
+        moves = []
+        for k in (1.0, 1 / 0.7):
+            trainer = make(lambda key, r, k=k: k * grpo_losses.group_advantages(r, 8, "none"), max_grad_norm=0.0,
+                           num_updates=10, optimizer=optimizer)
+            params = jax.tree.leaves(jax.jit(trainer)(jax.random.key(0), hp)[0].params)
+            moves.append(np.concatenate([np.ravel(p - p0) for p, p0 in zip(params, start)]))
+        return np.linalg.norm(moves[1] - moves[0]) / np.linalg.norm(moves[0])
+
+    assert relative_change("adamw") < 5e-3  # measured 5e-4
+    assert relative_change("sgd") > 0.3  # k - 1 = 0.43 on the first step
 
 
 def test_several_iterations_with_a_kl_reference():

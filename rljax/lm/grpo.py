@@ -10,7 +10,9 @@ is one ``lax.scan`` and seeds or hyperparameters vmap, as for the RL agents.
     state, metrics = jax.jit(trainer)(key, GRPOHParams(learning_rate=1e-5))
 
 ``reward_fn(prompt_ids [B, P], completion_ids [B, T], completion_mask [B, T]) -> [B]``. Prompts are
-left-padded ``[N, P]`` rows (as :func:`rljax.lm.sampling.generate` takes them).
+left-padded ``[N, P]`` rows (as :func:`rljax.lm.sampling.generate` takes them). ``advantage_fn(key,
+rewards [B]) -> [B]`` replaces the group advantages, e.g. a noisy verifier and its correction
+(:mod:`rljax.losses.noisy_verifier`); the ``reward`` metric stays ``reward_fn``'s.
 """
 
 from __future__ import annotations
@@ -121,11 +123,14 @@ def make_train(
     *,
     init_params: Any = None,
     eval_fn: Callable[[Any], dict[str, jax.Array]] | None = None,
+    advantage_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
 ) -> Trainer:
     """Build the GRPO trainer over the prompts ``[N, P]`` (left-padded; ``prompt_mask`` 1 on tokens).
 
     ``init_params``: start (and the KL reference) from these params instead of a random init.
     ``eval_fn(params)``: scalar metrics for ``evaluate`` (e.g. an exact expected reward).
+    ``advantage_fn(key, rewards [B]) -> advantages [B]``: instead of ``group_advantages(rewards, G,
+    config.scale_rewards)``; its key is drawn per update.
     """
     prompt_ids, prompt_mask = np.asarray(prompt_ids), np.asarray(prompt_mask)
     require(prompt_ids.ndim == 2 and prompt_mask.shape == prompt_ids.shape,
@@ -172,7 +177,12 @@ def make_train(
         hp = state.hparams
         key, batch_key = jax.random.split(state.key)
         ids, attention, completion_mask, rewards = generation_batch(state, batch_key)
-        advantages = grpo_losses.group_advantages(rewards, G, config.scale_rewards)
+        if advantage_fn is None:
+            advantages = grpo_losses.group_advantages(rewards, G, config.scale_rewards)
+        else:  # its own key, folded in so the sampling stream is the same with or without it
+            advantages = jnp.asarray(advantage_fn(jax.random.fold_in(batch_key, 1), rewards), jnp.float32)
+            require(advantages.shape == rewards.shape,
+                    f"advantage_fn: expected advantages of the rewards' shape {rewards.shape}, got {advantages.shape}")
         logps_of = lambda params: completion_token_logps(params, config.model, ids, attention, P, config.temperature)  # noqa: E731
         # With one iteration the sampling policy is the one being trained: its log-probs are the loss's own
         # (stop-gradient inside grpo_loss), as TRL skips that forward pass; with more, a constant copy.
