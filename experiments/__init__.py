@@ -22,6 +22,7 @@ EXPERIMENTS = {
     "reward-model": "experiments.reward_model",
     "reward-ensembles": "experiments.reward_ensembles",
     "unlearning-uld": "experiments.unlearning_uld",
+    "noisy-verifier": "experiments.noisy_verifier",
     "dpo": "experiments.dpo",
     "mogfn-hypergrid": "experiments.mogfn_hypergrid",
     "odice": "experiments.odice",
