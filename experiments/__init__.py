@@ -23,6 +23,7 @@ EXPERIMENTS = {
     "reward-ensembles": "experiments.reward_ensembles",
     "unlearning-uld": "experiments.unlearning_uld",
     "noisy-verifier": "experiments.noisy_verifier",
+    "f-dpg": "experiments.f_dpg",
     "dpo": "experiments.dpo",
     "mogfn-hypergrid": "experiments.mogfn_hypergrid",
     "odice": "experiments.odice",

@@ -21,7 +21,7 @@ def float64():
 def numeric_conjugate(name, y, nonnegative=False):
     """sup_x x y - f(x) over a fine grid of x (x >= 0 when nonnegative)."""
     xs = np.linspace(0.0 if nonnegative else -20.0, 60.0, 600_001)
-    xs = xs[xs > 0] if name in ("kl", "reverse_kl") else xs
+    xs = xs[xs > 0] if name in ("kl", "reverse_kl", "js") else xs
     return np.max(xs * y - np.asarray(dice.f(name, jnp.asarray(xs))))
 
 
@@ -30,6 +30,7 @@ def numeric_conjugate(name, y, nonnegative=False):
     ("kl", [-1.0, 0.0, 1.0, 2.0]),
     ("reverse_kl", [-3.0, -1.0, -0.4]),
     ("tv", [-0.5, -0.2, 0.0, 0.3, 0.5]),
+    ("js", [-2.0, -0.5, 0.0, 0.2, 0.3]),
 ])
 def test_conjugate_is_the_sup(name, ys):
     for y in ys:
@@ -45,7 +46,7 @@ def test_nonnegative_conjugate_differs_where_the_ratio_would_be_negative():
     assert np.isinf(dice.conjugate("tv", 0.6)) and np.isinf(dice.conjugate("reverse_kl", 0.1))
 
 
-@pytest.mark.parametrize("name", ["chi2", "kl", "reverse_kl"])
+@pytest.mark.parametrize("name", ["chi2", "kl", "reverse_kl", "js"])
 def test_fenchel_young_equality_at_f_prime(name):
     # f*(f'(x)) = x f'(x) - f(x), and (f')^-1(f'(x)) = x, for every x > 0.
     x = jnp.asarray(GRID)
@@ -54,6 +55,17 @@ def test_fenchel_young_equality_at_f_prime(name):
     np.testing.assert_allclose(dice.f_prime_inverse(name, y), x, rtol=1e-9)
     # The conjugate's derivative is (f')^-1.
     np.testing.assert_allclose(jax.vmap(jax.grad(lambda y: dice.conjugate(name, y)))(y), x, rtol=1e-7)
+
+
+def test_js_is_the_jensen_shannon_divergence():
+    """E_Q[f(P / Q)] with the js generator = KL(P || M) / 2 + KL(Q || M) / 2 on random distributions; at the
+    infinite-ratio edge the conjugate is +inf."""
+    rng = np.random.default_rng(0)
+    p, q = rng.dirichlet(np.ones(6)), rng.dirichlet(np.ones(6))
+    m = (p + q) / 2
+    js = 0.5 * np.sum(p * np.log(p / m)) + 0.5 * np.sum(q * np.log(q / m))
+    np.testing.assert_allclose(np.sum(q * np.asarray(dice.f("js", jnp.asarray(p / q)))), js, rtol=1e-12)
+    assert np.isinf(dice.conjugate("js", 0.4)) and np.isinf(dice.optimal_ratio("js", 0.4))
 
 
 def test_optimal_ratio_maximises_over_nonnegative_ratios():
@@ -65,8 +77,8 @@ def test_optimal_ratio_maximises_over_nonnegative_ratios():
 
 
 def test_unknown_divergence_and_tv_inverse_are_errors():
-    with pytest.raises(ConfigError, match="divergence: expected one of .* got 'js'"):
-        dice.conjugate("js", 0.0)
+    with pytest.raises(ConfigError, match="divergence: expected one of .* got 'hellinger'"):
+        dice.conjugate("hellinger", 0.0)
     with pytest.raises(ConfigError, match="total variation's f' is a step"):
         dice.f_prime_inverse("tv", 0.0)
     with pytest.raises(ConfigError, match="fdvl_value_loss: divergence must be"):

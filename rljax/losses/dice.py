@@ -11,7 +11,12 @@ name           f(x)                   f*(y) (unconstrained)  (f')^{-1}(y) = (f*)
 ``tv``         |x - 1| / 2            y  on |y| <= 1/2       (a subgradient set)
 ``kl``         x log x                exp(y - 1)             exp(y - 1)
 ``reverse_kl`` -log x                 -1 - log(-y), y < 0    -1 / y
+``js``         x log x / 2            -log(2 - e^{2y}) / 2   e^{2y} / (2 - e^{2y}),
+               - (1+x) log((1+x)/2)/2  on y < log(2) / 2      y < log(2) / 2
 =============  =====================  ====================  =======================
+
+(``js`` is the Jensen-Shannon divergence ``JS(P, Q) = KL(P || M) / 2 + KL(Q || M) / 2``, ``M = (P + Q) / 2``;
+``f'(x) = log(2x / (1 + x)) / 2``, as f-DPG's pseudo-reward uses it.)
 
 Density ratios are non-negative, so the dual problems use the conjugate over
 ``x >= 0``, ``f*_p(y) = sup_{x >= 0} x y - f(x)``, whose maximiser is
@@ -37,7 +42,7 @@ import jax.numpy as jnp
 
 from rljax.core.config import ConfigError
 
-DIVERGENCES = ("chi2", "tv", "kl", "reverse_kl")
+DIVERGENCES = ("chi2", "tv", "kl", "reverse_kl", "js")
 
 
 def _check(name: str) -> None:
@@ -57,6 +62,8 @@ def f(name: str, x):
         return 0.5 * jnp.abs(x - 1.0)
     if name == "kl":
         return x * jnp.log(x)
+    if name == "js":
+        return 0.5 * (x * jnp.log(x) - (1.0 + x) * jnp.log((1.0 + x) / 2.0))
     return -jnp.log(x)
 
 
@@ -69,6 +76,8 @@ def f_prime(name: str, x):
         return 0.5 * jnp.sign(x - 1.0)
     if name == "kl":
         return jnp.log(x) + 1.0
+    if name == "js":
+        return 0.5 * jnp.log(2.0 * x / (1.0 + x))
     return -1.0 / x
 
 
@@ -81,12 +90,15 @@ def f_prime_inverse(name: str, y):
         raise ConfigError("f_prime_inverse: total variation's f' is a step function with no inverse")
     if name == "kl":
         return jnp.exp(y - 1.0)
+    if name == "js":
+        u = jnp.exp(2.0 * y)
+        return u / (2.0 - u)
     return -1.0 / y
 
 
 def conjugate(name: str, y):
     """The Fenchel conjugate ``f*(y) = sup_x x y - f(x)`` (tv: ``y`` on ``|y| <= 1/2``, +inf outside;
-    reverse_kl: ``y < 0``, +inf otherwise)."""
+    reverse_kl: ``y < 0``, +inf otherwise; js: ``y < log(2) / 2``, +inf otherwise)."""
     _check(name)
     if name == "chi2":
         return y + y**2 / 4.0
@@ -94,6 +106,9 @@ def conjugate(name: str, y):
         return jnp.where(jnp.abs(y) <= 0.5, y, jnp.inf)
     if name == "kl":
         return jnp.exp(y - 1.0)
+    if name == "js":
+        inside = y < 0.5 * jnp.log(2.0)
+        return jnp.where(inside, -0.5 * jnp.log(2.0 - jnp.exp(2.0 * jnp.where(inside, y, 0.0))), jnp.inf)
     return jnp.where(y < 0, -1.0 - jnp.log(jnp.where(y < 0, -y, 1.0)), jnp.inf)
 
 
@@ -101,7 +116,8 @@ def optimal_ratio(name: str, y):
     """``w*(y) = argmax_{x >= 0} x y - f(x)``: the optimal density ratio for a dual residual ``y``.
 
     chi2: ``max(0, y/2 + 1)``; tv: 1 on ``|y| < 1/2`` (any ratio in [0, 1] at -1/2, 0 below; the
-    sup is unbounded above 1/2, returned as +inf); kl: ``exp(y - 1)``; reverse_kl: ``-1/y`` (y < 0).
+    sup is unbounded above 1/2, returned as +inf); kl: ``exp(y - 1)``; reverse_kl: ``-1/y`` (y < 0);
+    js: ``e^{2y} / (2 - e^{2y})`` (y < log(2) / 2).
     """
     _check(name)
     if name == "chi2":
@@ -110,6 +126,9 @@ def optimal_ratio(name: str, y):
         return jnp.where(y > 0.5, jnp.inf, jnp.where(y < -0.5, 0.0, 1.0))
     if name == "kl":
         return jnp.exp(y - 1.0)
+    if name == "js":
+        inside = y < 0.5 * jnp.log(2.0)
+        return jnp.where(inside, f_prime_inverse(name, jnp.where(inside, y, 0.0)), jnp.inf)
     return jnp.where(y < 0, -1.0 / jnp.where(y < 0, y, -1.0), jnp.inf)
 
 
@@ -117,7 +136,7 @@ def conjugate_nonnegative(name: str, y):
     """``f*_p(y) = sup_{x >= 0} x y - f(x)`` = ``y w*(y) - f(w*(y))``.
 
     chi2: ``y + y^2/4`` for ``y >= -2``, else -1 (ODICE's ``y w* - (w* - 1)^2``);
-    tv: ``max(y, -1/2)`` on ``y <= 1/2``; kl and reverse_kl: as ``conjugate`` (their
+    tv: ``max(y, -1/2)`` on ``y <= 1/2``; kl, reverse_kl and js: as ``conjugate`` (their
     maximisers are positive already).
     """
     _check(name)
