@@ -65,6 +65,30 @@ def apply_overrides(pairs: list[str] | None, *targets: Any, **changes: Any) -> l
     return [_replace_fields(t, c) if c else t for t, c in zip(targets, per_target)]
 
 
+def add_settings_arguments(parser: argparse.ArgumentParser, name: str, example: str) -> None:
+    """The flags of an experiment configured by one ``Settings`` dataclass: ``--seed``, ``--quick`` (its tiny
+    preset), ``--set field=value`` (``example`` shows two) and the run-directory flags."""
+    parser.add_argument("--seed", type=int, default=0, help="base PRNG seed")
+    parser.add_argument("--quick", action="store_true", help="tiny budget (seconds): for smoke tests")
+    parser.add_argument("--set", action="append", metavar="FIELD=VALUE", help=f"override a setting, e.g. {example}")
+    add_run_arguments(parser, name)
+
+
+def settings_from_flags(args: argparse.Namespace, settings: Any, quick: dict[str, Any]) -> Any:
+    """``settings`` (a dataclass of defaults), with the ``quick`` preset under ``--quick``, then ``--set``."""
+    if args.quick:
+        settings = dataclasses.replace(settings, **quick)
+    (settings,) = apply_overrides(args.set, settings)
+    return settings
+
+
+def require_multiple(settings: Any, field: str, of: str) -> None:
+    """Exit naming both ``--set`` fields unless ``settings.field`` is a multiple of ``settings.of``."""
+    value, divisor = getattr(settings, field), getattr(settings, of)
+    if value % divisor:
+        raise SystemExit(f"--set {field} / {of}: {field} ({value}) must be a multiple of {of} ({divisor})")
+
+
 def _field_names(config: Any) -> set[str]:
     return {f.name for f in dataclasses.fields(config)}
 

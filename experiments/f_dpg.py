@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.text import SequenceSpace, exact_entropy, exact_expectation, exact_kl, prompted_rows, random_mlp_reward
-from experiments.common import add_run_arguments, apply_overrides, setup_run
+from experiments.common import add_settings_arguments, require_multiple, settings_from_flags, setup_run
 from rljax.core.config import to_dict
 from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
@@ -73,19 +73,12 @@ QUICK = dict(vocab_size=4, length=3, hidden_size=16, num_layers=1, num_heads=2, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="reward and base PRNG seed")
-    parser.add_argument("--quick", action="store_true", help="tiny budget (seconds): for smoke tests")
-    parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                        help="override a setting, e.g. --set num_updates=400 --set 'betas=(0.05,)'")
-    add_run_arguments(parser, NAME)
+    add_settings_arguments(parser, NAME, "--set num_updates=400 --set 'betas=(0.05,)'")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    s = Settings(**QUICK) if args.quick else Settings()
-    (s,) = apply_overrides(args.set, s)
-    if s.num_updates % s.eval_every:
-        raise SystemExit(f"--set num_updates / eval_every: num_updates ({s.num_updates}) must be a multiple of "
-                         f"eval_every ({s.eval_every})")
+    s = settings_from_flags(args, Settings(), QUICK)
+    require_multiple(s, "num_updates", "eval_every")
     betas = tuple(float(b) for b in s.betas)
     if not betas or min(betas) <= 0:
         raise SystemExit(f"--set betas: expected positive temperatures, got {s.betas}")

@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.text.verifier import modular_sum_task, verifier_channel
-from experiments.common import add_run_arguments, apply_overrides, setup_run
+from experiments.common import add_settings_arguments, require_multiple, settings_from_flags, setup_run
 from rljax.core.config import to_dict
 from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
@@ -119,19 +119,12 @@ QUICK = dict(hidden_size=16, num_layers=1, num_heads=2, sft_epochs=2, num_update
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="base PRNG seed")
-    parser.add_argument("--quick", action="store_true", help="tiny budget (seconds): for smoke tests")
-    parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                        help="override a setting, e.g. --set num_updates=400 --set 'noise_levels=((0.1, 0.3),)'")
-    add_run_arguments(parser, NAME)
+    add_settings_arguments(parser, NAME, "--set num_updates=400 --set 'noise_levels=((0.1, 0.3),)'")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    s = Settings(**QUICK) if args.quick else Settings()
-    (s,) = apply_overrides(args.set, s)
-    if s.num_updates % s.eval_every:
-        raise SystemExit(f"--set num_updates / eval_every: num_updates ({s.num_updates}) must be a multiple of "
-                         f"eval_every ({s.eval_every})")
+    s = settings_from_flags(args, Settings(), QUICK)
+    require_multiple(s, "num_updates", "eval_every")
     levels = tuple(tuple(float(r) for r in level) for level in s.noise_levels)
     for rho0, rho1 in levels:
         if not (0 <= rho0 < 1 and 0 <= rho1 < 1 and rho0 + rho1 < 1):

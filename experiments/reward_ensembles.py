@@ -59,7 +59,7 @@ from envs.text.enumerable import (
     random_product_distribution,
 )
 from envs.text.preferences import sample_preference_pairs
-from experiments.common import add_run_arguments, apply_overrides, setup_run
+from experiments.common import add_settings_arguments, settings_from_flags, setup_run
 from rljax.core import loop as loop_lib
 from rljax.core.config import to_dict
 from rljax.core.logging import write_json
@@ -110,16 +110,11 @@ QUICK = dict(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="base PRNG seed")
-    parser.add_argument("--quick", action="store_true", help="tiny budget (seconds): for smoke tests")
-    parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                        help="override a setting, e.g. --set members=3 --set label_noise=0.0")
-    add_run_arguments(parser, NAME)
+    add_settings_arguments(parser, NAME, "--set members=3 --set label_noise=0.0")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    s = Settings(**QUICK) if args.quick else Settings()
-    (s,) = apply_overrides(args.set, s)
+    s = settings_from_flags(args, Settings(), QUICK)
     if s.worlds < 1 or s.members < 2:
         raise SystemExit(f"--set worlds / members: expected >= 1 world and >= 2 members, got {s.worlds} and {s.members}")
     if not 1 <= s.claim_n <= 2**s.max_log2_n:

@@ -55,7 +55,7 @@ import numpy as np
 import optax
 
 from envs.text import facts as facts_lib
-from experiments.common import add_run_arguments, apply_overrides, setup_run
+from experiments.common import add_settings_arguments, require_multiple, settings_from_flags, setup_run
 from rljax.core.config import to_dict
 from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
@@ -109,18 +109,12 @@ QUICK = dict(num_facts=20, hidden_size=32, num_layers=2, num_heads=2, target_epo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="corpus and base PRNG seed")
-    parser.add_argument("--quick", action="store_true", help="tiny budget (seconds): for smoke tests")
-    parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                        help="override a setting, e.g. --set learning_rate=1e-4 --set steps=400")
-    add_run_arguments(parser, NAME)
+    add_settings_arguments(parser, NAME, "--set learning_rate=1e-4 --set steps=400")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    s = Settings(**QUICK) if args.quick else Settings()
-    (s,) = apply_overrides(args.set, s)
-    if s.steps % s.eval_every:
-        raise SystemExit(f"--set steps / eval_every: steps ({s.steps}) must be a multiple of eval_every ({s.eval_every})")
+    s = settings_from_flags(args, Settings(), QUICK)
+    require_multiple(s, "steps", "eval_every")
     if not 0 < s.assistant_layers <= s.num_layers:
         raise SystemExit(f"--set assistant_layers: expected 1..num_layers = {s.num_layers}, got {s.assistant_layers}")
     return s

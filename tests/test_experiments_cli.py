@@ -210,3 +210,26 @@ def test_dotted_override_reaches_a_nested_config():
         apply_overrides(["sac.critic_lrr=1e-4"], config, hparams)
     with pytest.raises(ValueError, match=r"--set eta.x: no such field; known fields are .*'eta'"):
         apply_overrides(["eta.x=1"], config, hparams)
+
+
+def test_settings_flags_apply_quick_then_set():
+    import argparse
+    import dataclasses
+
+    from experiments.common import add_settings_arguments, require_multiple, settings_from_flags
+
+    @dataclasses.dataclass(frozen=True)
+    class Settings:
+        steps: int = 100
+        eval_every: int = 10
+        seeds: int = 5
+
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser, "demo", "--set steps=40")
+    args = parser.parse_args(["--quick", "--set", "steps=8", "--seed", "3"])
+    s = settings_from_flags(args, Settings(), {"steps": 4, "eval_every": 2, "seeds": 1})
+    assert (s.steps, s.eval_every, s.seeds, args.seed) == (8, 2, 1, 3)  # --set wins over the preset
+    assert settings_from_flags(parser.parse_args([]), Settings(), {"steps": 4}) == Settings()
+    require_multiple(s, "steps", "eval_every")
+    with pytest.raises(SystemExit, match=r"--set steps / eval_every: steps \(7\) must be a multiple of eval_every \(2\)"):
+        require_multiple(dataclasses.replace(s, steps=7), "steps", "eval_every")

@@ -81,7 +81,7 @@ from rljax.core.networks import ACTIVATIONS, MLP, QEnsemble, TanhMeanGaussianAct
 from rljax.core.trainer import Trainer
 from rljax.losses import dice
 
-DIVERGENCES = ("chi2", "kl")  # f* finite on the whole line (tv and reverse_kl have bounded domains)
+DIVERGENCES = ("chi2", "kl")  # f* finite on the whole line (tv, reverse_kl and js have bounded domains)
 IMPLICIT_MAXIMISERS = ("expectile", "gumbel")
 METHODS = ("recoil", "bc_all", "bc_expert")
 MAX_AWR_WEIGHT = 100.0
