@@ -85,23 +85,19 @@ def test_advantage_fn_replaces_the_group_advantages():
 
 
 def test_adam_divides_out_a_rescaled_advantage():
-    """Without KL or clipping, advantages times k move Adam's params the same way up to its epsilon, while SGD
-    takes k as a learning rate: why the backward noisy-verifier correction, a rescaled leave-one-out control,
-    changes little (experiments/RESULTS.md, "GRPO under a noisy verifier")."""
+    """Without KL or clipping, advantages times k move Adam's params the same way up to its epsilon (SGD would
+    take k as a learning rate; the hook is live: test above): why the backward noisy-verifier correction, a
+    rescaled leave-one-out control, changes little (experiments/RESULTS.md, "GRPO under a noisy verifier")."""
     hp = grpo.GRPOHParams(learning_rate=1e-2)
     start = jax.tree.leaves(make().init(jax.random.key(0), hp).params)
-
-    def relative_change(optimizer):
-        moves = []
-        for k in (1.0, 1 / 0.7):
-            trainer = make(lambda key, r, k=k: k * grpo_losses.group_advantages(r, 8, "none"), max_grad_norm=0.0,
-                           num_updates=10, optimizer=optimizer)
-            params = jax.tree.leaves(jax.jit(trainer)(jax.random.key(0), hp)[0].params)
-            moves.append(np.concatenate([np.ravel(p - p0) for p, p0 in zip(params, start)]))
-        return np.linalg.norm(moves[1] - moves[0]) / np.linalg.norm(moves[0])
-
-    assert relative_change("adamw") < 5e-3  # measured 5e-4
-    assert relative_change("sgd") > 0.3  # k - 1 = 0.43 on the first step
+    moves = []
+    for k in (1.0, 1 / 0.7):
+        trainer = make(lambda key, r, k=k: k * grpo_losses.group_advantages(r, 8, "none"), max_grad_norm=0.0,
+                       num_updates=10)
+        params = jax.tree.leaves(jax.jit(trainer)(jax.random.key(0), hp)[0].params)
+        moves.append(np.concatenate([np.ravel(p - p0) for p, p0 in zip(params, start)]))
+    assert np.linalg.norm(moves[0]) > 1.0  # the params did move (measured 6.8)
+    assert np.linalg.norm(moves[1] - moves[0]) / np.linalg.norm(moves[0]) < 5e-3  # measured 5e-4; 0.48 under SGD
 
 
 def test_several_iterations_with_a_kl_reference():
