@@ -64,7 +64,7 @@ def target_logp(ref, beta):
     return logits - jax.nn.logsumexp(logits)
 
 
-@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "js"])
+@pytest.mark.parametrize("divergence", ["forward_kl", "js"])  # reverse KL's pseudo-reward and gradient: tests above
 def test_trainer_estimates_z_and_approaches_the_target(divergence):
     beta = 0.2
     config = f_dpg.FDPGConfig(model=MODEL, length=L, divergence=divergence, num_updates=100, batch_size=32,
