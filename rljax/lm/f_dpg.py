@@ -125,19 +125,23 @@ def make_train(
         completions = generate(state.params, config.model, prompt_batch, jnp.ones((B, P), jnp.int32), sample_key,
                                sampling).tokens
         ids = jnp.concatenate([prompt_batch, completions], axis=1)
-        policy_logps = jax.lax.stop_gradient(sequence_logps(state.params, ids))
         target_log_scores = sequence_logps(state.ref_params, ids) + log_scorer_fn(completions)
-        # Z: the running mean of P / pi over every sample so far, this batch included
-        log_z_sum = jnp.logaddexp(state.log_z_sum, jax.nn.logsumexp(target_log_scores - policy_logps))
-        num_samples = state.num_samples + B
-        log_z = log_z_sum - jnp.log(num_samples)
-        rewards = f_dpg_losses.pseudo_reward(
-            config.divergence, f_dpg_losses.log_ratio(policy_logps, target_log_scores, log_z))
         filled = jnp.minimum(state.step, window_batches)
         baseline = jnp.where(filled > 0, state.recent_rewards.sum() / jnp.maximum(filled, 1), 0.0)
+
+        def loss_fn(params):
+            # one policy forward: its log-probs, as constants, also give Z and the pseudo-rewards
+            logps = sequence_logps(params, ids)
+            policy_logps = jax.lax.stop_gradient(logps)
+            # Z: the running mean of P / pi over every sample so far, this batch included
+            log_z_sum = jnp.logaddexp(state.log_z_sum, jax.nn.logsumexp(target_log_scores - policy_logps))
+            log_z = log_z_sum - jnp.log(state.num_samples + B)
+            rewards = f_dpg_losses.pseudo_reward(
+                config.divergence, f_dpg_losses.log_ratio(policy_logps, target_log_scores, log_z))
+            return f_dpg_losses.f_dpg_loss(logps, rewards, baseline), (rewards, log_z_sum, log_z)
+
         tx = make_optimizer(config, state.hparams.learning_rate)
-        loss, grads = jax.value_and_grad(
-            lambda params: f_dpg_losses.f_dpg_loss(sequence_logps(params, ids), rewards, baseline))(state.params)
+        (loss, (rewards, log_z_sum, log_z)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grads = float32_params(grads)
         updates, opt_state = tx.update(grads, state.opt_state, float32_params(state.params))
         params = optax.apply_updates(state.params, updates)
@@ -145,7 +149,7 @@ def make_train(
         metrics = {"loss": loss, "pseudo_reward": rewards.mean(), "baseline": baseline, "log_z": log_z,
                    "grad_norm": optax.global_norm(grads)}
         new_state = state.replace(params=params, opt_state=opt_state, key=key, step=state.step + 1,
-                                  log_z_sum=log_z_sum, num_samples=num_samples, recent_rewards=recent)
+                                  log_z_sum=log_z_sum, num_samples=state.num_samples + B, recent_rewards=recent)
         return new_state, metrics
 
     def evaluate(state: FDPGState, key) -> dict[str, jax.Array]:
