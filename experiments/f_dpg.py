@@ -46,6 +46,7 @@ from rljax.core.stats import mean_ci95
 from rljax.lm import f_dpg
 from rljax.lm import train as lm_train
 from rljax.lm.model import LMConfig, init_params
+from rljax.losses import kl_control
 
 NAME = "f-dpg"
 DESCRIPTION = "f-DPG with forward KL, reverse KL, JS and TV on an enumerable target: exact divergences, reward, entropy"
@@ -169,8 +170,7 @@ def main(args: argparse.Namespace) -> dict:
         key_beta = str(beta)
 
         def target_logp(ref, beta=beta):
-            logits = logp_of(ref) + reward / beta
-            return logits - jax.nn.logsumexp(logits)
+            return kl_control.posterior_logp(logp_of(ref), reward, beta)
 
         targets[key_beta] = {k: np.asarray(v) for k, v in jax.jit(jax.vmap(lambda ref: {
             "reward": exact_expectation(target_logp(ref), reward), "entropy": exact_entropy(target_logp(ref))}))(refs).items()}

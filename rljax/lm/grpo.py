@@ -33,7 +33,9 @@ from rljax.lm.model import LanguageModel, LMConfig
 from rljax.lm.sampling import SamplingConfig, generate, positions_from_mask
 from rljax.lm.train import OPTIMIZERS, float32_params, make_optimizer
 from rljax.losses import grpo as grpo_losses
-from rljax.losses import preference
+from rljax.losses import kl_control, preference
+
+KL_PENALTIES = ("loss", "reward")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +43,14 @@ class GRPOConfig:
     """Static settings; TRL's ``GRPOConfig`` names and defaults where they exist (``loss_type="dapo"``,
     ``scale_rewards="group"``, ``num_generations=8``, ``num_iterations=1``, clipping 0.2, ``beta=0``).
 
-    ``kl_reference``: keep a frozen copy of the initial params and add ``beta`` times the k3 KL to it
-    (needed for ``beta > 0``; TRL's default ``beta = 0`` needs no reference model).
+    ``kl_reference``: keep a frozen copy of the initial params (needed for ``beta > 0``; TRL's default
+    ``beta = 0`` needs no reference model). ``kl_penalty`` says where ``beta`` puts the KL to it:
+
+    * ``"loss"``: ``beta`` times the per-token k3 estimate, added to the loss (GRPO, TRL's ``GRPOTrainer``);
+    * ``"reward"``: ``beta`` times the sequence's ``log pi - log pi_ref`` (under the sampling policy),
+      subtracted from its reward before the advantages, as RL with a KL penalty does (Ziegler et al.;
+      TRL's RLOO and PPO; :mod:`rljax.losses.kl_control`). With ``scale_rewards="none"`` and one iteration
+      this is REINFORCE on the KL-regularised objective with the group mean as baseline.
     """
 
     model: LMConfig
@@ -57,6 +65,7 @@ class GRPOConfig:
     loss_type: str = "dapo"
     scale_rewards: str = "group"
     kl_reference: bool = False
+    kl_penalty: str = "loss"
     optimizer: str = "adamw"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0  # 0: no clipping
@@ -67,6 +76,7 @@ class GRPOConfig:
         require(self.temperature > 0, f"GRPOConfig.temperature: expected > 0, got {self.temperature}")
         require_one_of(self, "loss_type", grpo_losses.LOSS_TYPES)
         require_one_of(self, "scale_rewards", grpo_losses.SCALE_REWARDS)
+        require_one_of(self, "kl_penalty", KL_PENALTIES)
         require_one_of(self, "optimizer", OPTIMIZERS)
         require("lm" in self.model.heads, f"GRPOConfig.model.heads: GRPO needs the 'lm' head, got {self.model.heads}")
 
@@ -177,26 +187,42 @@ def make_train(
         hp = state.hparams
         key, batch_key = jax.random.split(state.key)
         ids, attention, completion_mask, rewards = generation_batch(state, batch_key)
-        if advantage_fn is None:
-            advantages = grpo_losses.group_advantages(rewards, G, config.scale_rewards)
-        else:  # its own key, folded in so the sampling stream is the same with or without it
-            advantages = jnp.asarray(advantage_fn(jax.random.fold_in(batch_key, 1), rewards), jnp.float32)
-            require(advantages.shape == rewards.shape,
-                    f"advantage_fn: expected advantages of the rewards' shape {rewards.shape}, got {advantages.shape}")
         logps_of = lambda params: completion_token_logps(params, config.model, ids, attention, P, config.temperature)  # noqa: E731
         # With one iteration the sampling policy is the one being trained: its log-probs are the loss's own
         # (stop-gradient inside grpo_loss), as TRL skips that forward pass; with more, a constant copy.
         old_logps = jax.lax.stop_gradient(logps_of(state.params)) if config.num_iterations > 1 else None
         ref_logps = jax.lax.stop_gradient(logps_of(state.ref_params)) if config.kl_reference else None
+        kl_in_reward = config.kl_penalty == "reward" and config.kl_reference
+
+        def advantages_of(sampling_logps):
+            scores = rewards
+            if kl_in_reward:
+                scores = kl_control.kl_penalized_rewards(rewards, sampling_logps, ref_logps, completion_mask, hp.beta)
+            if advantage_fn is None:
+                return grpo_losses.group_advantages(scores, G, config.scale_rewards)
+            # its own key, folded in so the sampling stream is the same with or without it
+            advantages = jnp.asarray(advantage_fn(jax.random.fold_in(batch_key, 1), scores), jnp.float32)
+            require(advantages.shape == rewards.shape,
+                    f"advantage_fn: expected advantages of the rewards' shape {rewards.shape}, got {advantages.shape}")
+            return advantages
+
+        # a KL in the reward needs the sampling policy's log-probs: the loss's own on a single iteration
+        fixed_advantages = None if kl_in_reward and old_logps is None else advantages_of(old_logps)
         tx = make_optimizer(config, hp.learning_rate)
 
         def loss_fn(params):
             logps = logps_of(params)
-            return grpo_losses.grpo_loss(
-                logps, logps if old_logps is None else old_logps, advantages, completion_mask, ref_logps=ref_logps, beta=hp.beta,
+            advantages = advantages_of(jax.lax.stop_gradient(logps)) if fixed_advantages is None else fixed_advantages
+            loss, metrics = grpo_losses.grpo_loss(
+                logps, logps if old_logps is None else old_logps, advantages, completion_mask,
+                ref_logps=None if kl_in_reward else ref_logps, beta=hp.beta,
                 epsilon_low=hp.epsilon_low, epsilon_high=hp.epsilon_high, loss_type=config.loss_type,
                 max_completion_length=T,
             )  # fmt: skip
+            if kl_in_reward:  # the mean sequence log-ratio: an estimate of KL(pi || pi_ref)
+                metrics["kl"] = kl_control.sequence_log_ratio(
+                    jax.lax.stop_gradient(logps), ref_logps, completion_mask).mean()
+            return loss, metrics
 
         def iteration(carry, _):
             params, opt_state = carry
