@@ -24,6 +24,7 @@ EXPERIMENTS = {
     "unlearning-uld": "experiments.unlearning_uld",
     "noisy-verifier": "experiments.noisy_verifier",
     "f-dpg": "experiments.f_dpg",
+    "kl-posterior": "experiments.kl_posterior",
     "dpo": "experiments.dpo",
     "mogfn-hypergrid": "experiments.mogfn_hypergrid",
     "odice": "experiments.odice",
