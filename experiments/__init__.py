@@ -25,6 +25,7 @@ EXPERIMENTS = {
     "noisy-verifier": "experiments.noisy_verifier",
     "f-dpg": "experiments.f_dpg",
     "kl-posterior": "experiments.kl_posterior",
+    "lsc-rewards": "experiments.lsc_rewards",
     "dpo": "experiments.dpo",
     "mogfn-hypergrid": "experiments.mogfn_hypergrid",
     "odice": "experiments.odice",
