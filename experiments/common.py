@@ -11,9 +11,9 @@ from typing import Any
 
 import jax
 
-from rljax.core.config import ConfigError
+from rljax.core.config import ConfigError, to_dict
 from rljax.core.dataset import scale_rewards_by_return_range
-from rljax.core.logging import new_run_dir, prepare_run_dir
+from rljax.core.logging import new_run_dir, prepare_run_dir, write_json
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -87,6 +87,23 @@ def require_multiple(settings: Any, field: str, of: str) -> None:
     value, divisor = getattr(settings, field), getattr(settings, of)
     if value % divisor:
         raise SystemExit(f"--set {field} / {of}: {field} ({value}) must be a multiple of {of} ({divisor})")
+
+
+def positive_floats(settings: Any, field: str) -> tuple[float, ...]:
+    """``settings.field`` as a non-empty tuple of positive floats, or exit naming the ``--set`` field."""
+    values = tuple(float(v) for v in getattr(settings, field))
+    if not values or min(values) <= 0:
+        raise SystemExit(f"--set {field}: expected one or more positive numbers, got {getattr(settings, field)}")
+    return values
+
+
+def write_settings_config(run_dir: str, args: argparse.Namespace, name: str, settings: Any, **parts: Any) -> None:
+    """``config.json`` of a ``Settings``-dataclass experiment (not on ``--resume``): its name, settings, seed,
+    ``--quick`` and any other dataclasses given as ``parts`` (e.g. ``model=``)."""
+    if not args.resume:
+        write_json(os.path.join(run_dir, "config.json"), {"experiment": name, "settings": to_dict(settings),
+                                                          "seed": args.seed, "quick": bool(args.quick)}
+                   | {key: to_dict(value) for key, value in parts.items()})
 
 
 def _field_names(config: Any) -> set[str]:

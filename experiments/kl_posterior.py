@@ -43,15 +43,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.text import SequenceSpace, exact_entropy, exact_expectation, exact_kl, prompted_rows, random_mlp_reward
-from experiments.common import add_settings_arguments, require_multiple, settings_from_flags, setup_run
-from rljax.core.config import to_dict
+from envs.text import exact_entropy, exact_expectation, exact_kl
+from experiments.common import (add_settings_arguments, positive_floats, require_multiple, settings_from_flags, setup_run,
+                                write_settings_config)
+from experiments.sequence_space import exact_space, standardised_mlp_reward
 from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
 from rljax.core.stats import mean_ci95
 from rljax.lm import grpo
-from rljax.lm import train as lm_train
-from rljax.lm.model import LMConfig, init_params
+from rljax.lm.model import LMConfig
 from rljax.losses import kl_control
 
 NAME = "kl-posterior"
@@ -88,12 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     s = settings_from_flags(args, Settings(), QUICK)
     require_multiple(s, "num_updates", "eval_every")
-    betas = tuple(float(b) for b in s.betas)
-    if not betas or min(betas) <= 0:
-        raise SystemExit(f"--set betas: expected positive temperatures, got {s.betas}")
     if s.batch_size < 2:
         raise SystemExit(f"--set batch_size: expected >= 2 (the group-mean baseline), got {s.batch_size}")
-    return dataclasses.replace(s, betas=betas)
+    return dataclasses.replace(s, betas=positive_floats(s, "betas"))
 
 
 def arm_config(s: Settings, model: LMConfig, arm: str) -> grpo.GRPOConfig:
@@ -169,20 +166,12 @@ def main(args: argparse.Namespace) -> dict:
     s = settings_from_args(args)
     run_dir = setup_run(args, NAME)
     start = time.perf_counter()
-    space = SequenceSpace(s.vocab_size, s.length)
-    raw_reward = random_mlp_reward(args.seed, s.vocab_size)
-    values = raw_reward(space.sequences)
-    mean, std = float(values.mean()), float(values.std())
-    reward_of = lambda seqs: (raw_reward(seqs) - mean) / std  # noqa: E731  standardised over the space
-    reward = reward_of(space.sequences)
-    model = LMConfig(s.vocab_size, s.hidden_size, s.num_layers, s.num_heads, max_position_embeddings=s.length + 1)
-    rows = prompted_rows(space, 0)
-    logp_of = lambda params: lm_train.sequence_logps(params, model, *rows)[0]  # noqa: E731
-    if not args.resume:
-        write_json(os.path.join(run_dir, "config.json"), {"experiment": NAME, "settings": to_dict(s), "seed": args.seed,
-                                                          "model": to_dict(model), "quick": bool(args.quick)})
+    exact = exact_space(s)
+    space, model, logp_of = exact.space, exact.model, exact.logp
+    reward_of, reward = standardised_mlp_reward(args.seed, space)
+    write_settings_config(run_dir, args, NAME, s, model=model)
     init_key, train_key = jax.random.split(jax.random.PRNGKey(args.seed))
-    priors = jax.vmap(lambda k: init_params(model, k))(jax.random.split(init_key, s.seeds))
+    priors = exact.random_policies(init_key, s.seeds)
     train_keys = jax.random.split(train_key, s.seeds)
     print(f"kl-posterior: {space.size} sequences, {s.seeds} seeds, betas {s.betas} -> {run_dir}")
 

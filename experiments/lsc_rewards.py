@@ -43,15 +43,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.text import SequenceSpace, exact_expectation, exact_kl, prompted_rows, random_mlp_reward
-from experiments.common import add_settings_arguments, require_multiple, settings_from_flags, setup_run
-from rljax.core.config import to_dict
+from envs.text import exact_expectation, exact_kl, random_mlp_reward
+from experiments.common import (add_settings_arguments, positive_floats, require_multiple, settings_from_flags, setup_run,
+                                write_settings_config)
+from experiments.sequence_space import exact_space
 from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
 from rljax.core.stats import mean_ci95
 from rljax.lm import grpo
-from rljax.lm import train as lm_train
-from rljax.lm.model import LMConfig, init_params
 from rljax.losses import kl_control
 from rljax.losses import reward_transforms as RT
 
@@ -91,9 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     s = settings_from_flags(args, Settings(), QUICK)
     require_multiple(s, "num_updates", "eval_every")
-    targets = tuple(float(k) for k in s.kl_targets)
-    if not targets or min(targets) <= 0:
-        raise SystemExit(f"--set kl_targets: expected positive KLs (nats), got {s.kl_targets}")
+    targets = positive_floats(s, "kl_targets")
     if not 0.0 <= s.conflict < 1.0:
         raise SystemExit(f"--set conflict: expected a number in [0, 1), got {s.conflict}")
     if not 0.0 < s.reference_quantile < 1.0:
@@ -146,10 +143,11 @@ def summarize(s: Settings, exact: dict, trained: dict, curves: dict) -> dict:
             "exact_lsc_more_both_good": bool(ex("lsc_sum", "both_good") > ex("raw_sum", "both_good")),
             "trained_lsc_more_both_good": bool(tr("lsc_sum", "both_good") > tr("raw_sum", "both_good")),
             "trained_kl_matched": bool(tr("lsc_sum", "kl") <= KL_SLACK * tr("raw_sum", "kl")),
-            "seeds_exact_lsc_ahead": int(np.sum(exact[target]["lsc_sum"]["both_good"] > exact[target]["raw_sum"]["both_good"])),
-            "seeds_trained_lsc_ahead": int(np.sum(trained[target]["lsc_sum"]["both_good"][:, -1]
-                                                  > trained[target]["raw_sum"]["both_good"][:, -1])),
         }
+        exact_gap = exact[target]["lsc_sum"]["both_good"] - exact[target]["raw_sum"]["both_good"]
+        trained_gap = trained[target]["lsc_sum"]["both_good"][:, -1] - trained[target]["raw_sum"]["both_good"][:, -1]
+        results["exact"][target]["lsc_minus_raw"] = mean_ci95(exact_gap) | {"seeds_ahead": int(np.sum(exact_gap > 0))}
+        results["trained"][target]["lsc_minus_raw"] = mean_ci95(trained_gap) | {"seeds_ahead": int(np.sum(trained_gap > 0))}
     claim = {
         "definition": (
             "means over seeds at every KL target: P(both good) of the LSC optimum > that of the raw-sum optimum "
@@ -194,17 +192,13 @@ def main(args: argparse.Namespace) -> dict:
     s = settings_from_args(args)
     run_dir = setup_run(args, NAME)
     start = time.perf_counter()
-    space = SequenceSpace(s.vocab_size, s.length)
+    exact = exact_space(s)
+    space, model, logp_of = exact.space, exact.model, exact.logp
     rewards = jnp.asarray(np.stack([make_rewards(args.seed * 1000 + i, s.vocab_size, space.sequences, s.conflict)
                                     for i in range(s.seeds)]))  # [seeds, S, 2]
-    model = LMConfig(s.vocab_size, s.hidden_size, s.num_layers, s.num_heads, max_position_embeddings=s.length + 1)
-    rows = prompted_rows(space, 0)
-    logp_of = lambda params: lm_train.sequence_logps(params, model, *rows)[0]  # noqa: E731
-    if not args.resume:
-        write_json(os.path.join(run_dir, "config.json"), {"experiment": NAME, "settings": to_dict(s), "seed": args.seed,
-                                                          "model": to_dict(model), "quick": bool(args.quick)})
+    write_settings_config(run_dir, args, NAME, s, model=model)
     init_key, ref_key, train_key = jax.random.split(jax.random.PRNGKey(args.seed), 3)
-    priors = jax.vmap(lambda k: init_params(model, k))(jax.random.split(init_key, s.seeds))
+    priors = exact.random_policies(init_key, s.seeds)
     ref_keys, train_keys = jax.random.split(ref_key, s.seeds), jax.random.split(train_key, s.seeds)
     betas = jnp.logspace(-2, 2, s.num_betas)
     print(f"lsc-rewards: {space.size} sequences, {s.seeds} seeds, KL targets {s.kl_targets} -> {run_dir}")
@@ -271,6 +265,11 @@ def main(args: argparse.Namespace) -> dict:
                            for t, arms in exact.items()}, trained, curve_means)
     result |= {"experiment": NAME, "seeds": s.seeds, "wall_seconds": time.perf_counter() - start,
                "base_policy": {m: mean_ci95(np.asarray(v)) for m, v in base.items()}}
+    for target in result["exact"]:
+        gaps = {kind: result[kind][target]["lsc_minus_raw"] for kind in ("exact", "trained")}
+        print(f"  KL {target}: P(both) LSC - raw " + "; ".join(
+            f"{kind} {g['mean']:+.4f} (CI {g['ci95_low']:+.4f}..{g['ci95_high']:+.4f}; LSC ahead on {g['seeds_ahead']} of "
+            f"{s.seeds} seeds)" for kind, g in gaps.items()))
     write_json(os.path.join(run_dir, "result.json"), result)
     plot(s, result, os.path.join(run_dir, "curves.png"))
     print(f"claim per KL target: {result['claim']['per_kl_target']}. Claim holds: {result['claim']['holds']}. "

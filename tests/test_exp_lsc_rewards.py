@@ -32,3 +32,5 @@ def test_quick_run_writes_all_outputs(tmp_path):
     verdicts = claim["per_kl_target"][target]
     expected = verdicts["exact_lsc_more_both_good"] and verdicts["trained_lsc_more_both_good"] and verdicts["trained_kl_matched"]
     assert claim["holds"] == expected
+    exact_gap = result["exact"][target]["lsc_sum"]["both_good"]["mean"] - result["exact"][target]["raw_sum"]["both_good"]["mean"]
+    assert result["exact"][target]["lsc_minus_raw"]["mean"] == pytest.approx(exact_gap, abs=1e-9)
