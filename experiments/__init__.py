@@ -26,6 +26,7 @@ EXPERIMENTS = {
     "f-dpg": "experiments.f_dpg",
     "kl-posterior": "experiments.kl_posterior",
     "lsc-rewards": "experiments.lsc_rewards",
+    "on-policy-preference": "experiments.on_policy_preference",
     "dpo": "experiments.dpo",
     "mogfn-hypergrid": "experiments.mogfn_hypergrid",
     "odice": "experiments.odice",

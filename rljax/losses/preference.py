@@ -232,6 +232,39 @@ def dpo_loss(
 
 
 # ---------------------------------------------------------------------------
+# Preferences among N samples per prompt (Tajwar et al., 2024)
+# ---------------------------------------------------------------------------
+
+
+def ranked_pairs(rewards, threshold=0.0):
+    """Every ordered pair of a prompt's N samples that the reward ranks: ``mask[p, i, j] = r[p, i] - r[p, j] >
+    threshold`` [P, N, N] (i preferred to j; ties and near-ties give no pair), from rewards [P, N]. With
+    ``threshold`` 0 this is all N (N - 1) / 2 pairs of distinct rewards, as Tajwar et al.'s code builds them."""
+    rewards = jnp.asarray(rewards)
+    return (rewards[:, :, None] - rewards[:, None, :]) > threshold
+
+
+def ranked_pairs_dpo_loss(logratios, rewards, beta, loss_type="sigmoid", threshold=0.0):
+    """A DPO-family loss averaged over every ranked pair of each prompt's samples (scalar, and the number of
+    pairs): ``logratios`` [P, N] are ``log pi(y) - log pi_ref(y)`` of the samples (sequence sums), ``rewards``
+    [P, N]; ``loss_type`` ``"sigmoid"`` (DPO) or ``"ipo"``. No pair: loss 0."""
+    terms = {"sigmoid": sigmoid, "ipo": ipo}
+    if loss_type not in terms:
+        raise ValueError(f"ranked_pairs_dpo_loss: unknown loss_type {loss_type!r}; known ones are {list(terms)}")
+    mask = ranked_pairs(rewards, threshold).astype(jnp.float32)
+    delta = logratios[:, :, None] - logratios[:, None, :]  # [P, N, N]: winner i minus loser j
+    count = mask.sum()
+    return (terms[loss_type](delta, beta) * mask).sum() / jnp.maximum(count, 1.0), count
+
+
+def best_of_n_nll(logps, rewards):
+    """Best-of-N SFT (scalar): ``-log pi`` of each prompt's highest-reward sample, averaged over prompts
+    (``logps``, ``rewards``: [P, N]; the first of tied maxima). Maximum likelihood: no negative gradient."""
+    best = jnp.argmax(jnp.asarray(rewards), axis=1)
+    return -jnp.take_along_axis(logps, best[:, None], axis=1).mean()
+
+
+# ---------------------------------------------------------------------------
 # Reward models
 # ---------------------------------------------------------------------------
 
