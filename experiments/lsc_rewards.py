@@ -216,8 +216,12 @@ def main(args: argparse.Namespace) -> dict:
         prior_logp, good, utilities = world(prior, reward, key)
         optimum = lambda u, beta: policy_metrics(kl_control.posterior_logp(prior_logp, u, beta), prior_logp, good)  # noqa: E731
         curves = {agg: jax.vmap(lambda b, u=u: optimum(u, b))(betas) for agg, u in utilities.items()}
-        matched = {str(t): {agg: optimum(u, beta_for_kl(prior_logp, u, t)) | {"beta": beta_for_kl(prior_logp, u, t)}
-                            for agg, u in utilities.items()} for t in s.kl_targets}
+
+        def at_kl(u, target):
+            beta = beta_for_kl(prior_logp, u, target)
+            return optimum(u, beta) | {"beta": beta}
+
+        matched = {str(t): {agg: at_kl(u, t) for agg, u in utilities.items()} for t in s.kl_targets}
         return curves, matched, policy_metrics(prior_logp, prior_logp, good)
 
     curves, matched, base = jax.jit(jax.vmap(exact_world))(priors, rewards, ref_keys)

@@ -19,7 +19,9 @@ steps each is *on-policy* (online DPO, iterated best-of-N).
     state, metrics = jax.jit(trainer)(key, RankedSamplesHParams(learning_rate=1e-3, beta=0.1))
 
 ``prompt_ids`` [N_prompts, P] (no padding); ``reward_fn(prompt_ids [B, P], completion_ids [B, T]) -> [B]``.
-Completions have exactly ``length`` tokens (no EOS).
+Completions have exactly ``length`` tokens (no EOS). Metrics per update: ``loss`` (after its last step),
+``pairs`` (the ranked pairs DPO/IPO used; for best-of-N the prompts), ``reward`` and ``best_reward`` (mean
+and per-prompt best of the round's samples) and ``grad_norm``.
 """
 
 from __future__ import annotations
