@@ -27,6 +27,7 @@ EXPERIMENTS = {
     "kl-posterior": "experiments.kl_posterior",
     "lsc-rewards": "experiments.lsc_rewards",
     "on-policy-preference": "experiments.on_policy_preference",
+    "dno": "experiments.dno",
     "dpo": "experiments.dpo",
     "mogfn-hypergrid": "experiments.mogfn_hypergrid",
     "odice": "experiments.odice",

@@ -110,3 +110,32 @@ def test_bad_settings_are_refused_naming_the_field():
     with pytest.raises(ConfigError, match="RankedSamplesHParams.beta"):
         RS.make_train(RS.RankedSamplesConfig(model=MODEL, length=L), PROMPTS, token_mean_reward).init(
             jax.random.key(0), RS.RankedSamplesHParams(beta=-1.0))
+
+
+def test_best_worst_pairs_and_group_win_rates():
+    rewards = jnp.array([[0.2, 0.9, 0.1, 0.5], [0.3, 0.3, 0.3, 0.3]])
+    mask = np.asarray(P.ranked_pairs(rewards, pairs="best_worst"))
+    assert mask[0].sum() == 1 and mask[0, 1, 2]  # best (0.9) over worst (0.1)
+    assert mask[1].sum() == 0  # all tied: no margin, no pair
+    assert int(P.ranked_pairs(rewards, threshold=0.85, pairs="best_worst").sum()) == 0  # margin 0.8 is too small
+    with pytest.raises(ValueError, match="unknown pairs 'random'"):
+        P.ranked_pairs(rewards, pairs="random")
+    # win rates against the other members of the group, the diagonal ignored
+    prefs = jnp.array([[[0.5, 0.8, 0.6], [0.2, 0.5, 0.9], [0.4, 0.1, 0.5]]])
+    np.testing.assert_allclose(P.group_win_rates(prefs), [[0.7, 0.55, 0.25]], rtol=1e-6)
+
+
+def test_the_sampler_reference_restarts_the_kl_each_round():
+    """With reference="sampler" the round's DPO log-ratios start at 0 (pi_t is its own reference), so the first
+    step's loss is log 2 on every round; against the initial policy it is only log 2 on the first round."""
+    ref = init_params(MODEL, jax.random.key(0))
+    losses = {}
+    for reference in ("initial", "sampler"):
+        config = RS.RankedSamplesConfig(model=MODEL, length=L, loss="dpo", num_updates=3, samples_per_prompt=4,
+                                        prompts_per_update=8, inner_steps=1, reference=reference, pairs="best_worst")
+        _, metrics = jax.jit(RS.make_train(config, PROMPTS, token_mean_reward, init_params=ref))(
+            jax.random.key(1), RS.RankedSamplesHParams(learning_rate=3e-2, beta=1.0))
+        losses[reference] = np.asarray(metrics["loss"])  # one step per round: the loss before that step
+        assert np.all(np.asarray(metrics["pairs"]) <= 8)  # at most one pair per prompt
+    np.testing.assert_allclose(losses["sampler"], np.log(2.0), rtol=1e-5)
+    assert abs(losses["initial"][-1] - np.log(2.0)) > 1e-3

@@ -15,6 +15,12 @@ The paper's other axis, on-policy sampling, is the schedule: ``num_updates = 1``
 *offline* (every sample comes from the initial policy, pi_ref), many updates of fresh samples with few inner
 steps each is *on-policy* (online DPO, iterated best-of-N).
 
+Direct Nash Optimization (Rosset et al., 2024; DNO-Prct) is the same loop with ``pairs="best_worst"`` (each
+prompt's highest against its lowest-scoring sample, above a margin ``reward_threshold``), ``reference=
+"sampler"`` (iteration t's DPO reference is pi_t, the policy that drew its samples) and a ``reward_fn`` that
+scores each sample by its win rate against the others of its prompt under a preference oracle
+(:func:`rljax.losses.preference.group_win_rates`).
+
     trainer = make_train(RankedSamplesConfig(model=cfg, length=6, loss="dpo"), prompt_ids, reward_fn)
     state, metrics = jax.jit(trainer)(key, RankedSamplesHParams(learning_rate=1e-3, beta=0.1))
 
@@ -45,6 +51,8 @@ from rljax.lm.train import OPTIMIZERS, float32_params, make_optimizer
 from rljax.losses import preference
 
 LOSSES = ("dpo", "ipo", "best_of_n")
+PAIRS = ("all", "best_worst")
+REFERENCES = ("initial", "sampler")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +65,8 @@ class RankedSamplesConfig:
     prompts_per_update: int = 8
     inner_steps: int = 1  # optimiser steps on each round's samples (sample reuse)
     reward_threshold: float = 0.0  # pairs whose rewards differ by no more are skipped
+    pairs: str = "all"  # DPO/IPO on every ranked pair, or on each prompt's best and worst sample only
+    reference: str = "initial"  # DPO/IPO's reference: the initial policy, or the policy that drew the round
     optimizer: str = "adamw"
     weight_decay: float = 0.0
     max_grad_norm: float = 0.0  # 0: no clipping
@@ -68,6 +78,8 @@ class RankedSamplesConfig:
         require(self.reward_threshold >= 0,
                 f"RankedSamplesConfig.reward_threshold: expected >= 0, got {self.reward_threshold}")
         require_one_of(self, "loss", LOSSES)
+        require_one_of(self, "pairs", PAIRS)
+        require_one_of(self, "reference", REFERENCES)
         require_one_of(self, "optimizer", OPTIMIZERS)
         require("lm" in self.model.heads, f"RankedSamplesConfig.model.heads: needs the 'lm' head, got {self.model.heads}")
 
@@ -133,14 +145,16 @@ def make_train(
         rewards = jnp.asarray(reward_fn(batch_prompts, completions), jnp.float32).reshape(K, N)
         ids = jnp.concatenate([batch_prompts, completions], axis=1)
         contrastive = config.loss != "best_of_n"
-        ref_logps = jax.lax.stop_gradient(sequence_logps(state.ref_params, ids)) if contrastive else None
+        # "sampler": the round's own policy, the reference of DNO's iteration t (pi_t)
+        reference = state.ref_params if config.reference == "initial" else state.params
+        ref_logps = jax.lax.stop_gradient(sequence_logps(reference, ids)) if contrastive else None
 
         def loss_fn(params):
             logps = sequence_logps(params, ids)
             if not contrastive:
                 return preference.best_of_n_nll(logps, rewards), jnp.asarray(K, jnp.float32)
             return preference.ranked_pairs_dpo_loss(logps - ref_logps, rewards, hp.beta, "sigmoid" if config.loss == "dpo"
-                                                    else "ipo", config.reward_threshold)
+                                                    else "ipo", config.reward_threshold, config.pairs)
 
         tx = make_optimizer(config, hp.learning_rate)
 

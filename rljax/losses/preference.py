@@ -236,25 +236,46 @@ def dpo_loss(
 # ---------------------------------------------------------------------------
 
 
-def ranked_pairs(rewards, threshold=0.0):
-    """Every ordered pair of a prompt's N samples that the reward ranks: ``mask[p, i, j] = r[p, i] - r[p, j] >
-    threshold`` [P, N, N] (i preferred to j; ties and near-ties give no pair), from rewards [P, N]. With
-    ``threshold`` 0 this is all N (N - 1) / 2 pairs of distinct rewards, as Tajwar et al.'s code builds them."""
+def ranked_pairs(rewards, threshold=0.0, pairs="all"):
+    """The ordered pairs of a prompt's N samples that the reward ranks: ``mask[p, i, j]`` [P, N, N] is true when
+    sample i is preferred to sample j, from rewards [P, N]:
+
+    * ``"all"``: every pair with ``r[p, i] - r[p, j] > threshold`` (ties and near-ties give none); with
+      ``threshold`` 0, all N (N - 1) / 2 pairs of distinct rewards, as Tajwar et al.'s code builds them;
+    * ``"best_worst"``: only the best sample over the worst (the first of tied maxima and minima), when they
+      differ by more than ``threshold``: DNO's large-margin pair (Rosset et al., 2024).
+    """
     rewards = jnp.asarray(rewards)
-    return (rewards[:, :, None] - rewards[:, None, :]) > threshold
+    margin = rewards[:, :, None] - rewards[:, None, :]
+    if pairs == "all":
+        return margin > threshold
+    if pairs == "best_worst":
+        n = rewards.shape[1]
+        best = jax.nn.one_hot(jnp.argmax(rewards, axis=1), n, dtype=bool)
+        worst = jax.nn.one_hot(jnp.argmin(rewards, axis=1), n, dtype=bool)
+        return best[:, :, None] & worst[:, None, :] & (margin > threshold)
+    raise ValueError(f"ranked_pairs: unknown pairs {pairs!r}; known ones are ['all', 'best_worst']")
 
 
-def ranked_pairs_dpo_loss(logratios, rewards, beta, loss_type="sigmoid", threshold=0.0):
-    """A DPO-family loss averaged over every ranked pair of each prompt's samples (scalar, and the number of
-    pairs): ``logratios`` [P, N] are ``log pi(y) - log pi_ref(y)`` of the samples (sequence sums), ``rewards``
-    [P, N]; ``loss_type`` ``"sigmoid"`` (DPO) or ``"ipo"``. No pair: loss 0."""
+def ranked_pairs_dpo_loss(logratios, rewards, beta, loss_type="sigmoid", threshold=0.0, pairs="all"):
+    """A DPO-family loss averaged over the ranked pairs of each prompt's samples (:func:`ranked_pairs`; scalar,
+    and the number of pairs): ``logratios`` [P, N] are ``log pi(y) - log pi_ref(y)`` of the samples (sequence
+    sums), ``rewards`` [P, N]; ``loss_type`` ``"sigmoid"`` (DPO) or ``"ipo"``. No pair: loss 0."""
     terms = {"sigmoid": sigmoid, "ipo": ipo}
     if loss_type not in terms:
         raise ValueError(f"ranked_pairs_dpo_loss: unknown loss_type {loss_type!r}; known ones are {list(terms)}")
-    mask = ranked_pairs(rewards, threshold).astype(jnp.float32)
+    mask = ranked_pairs(rewards, threshold, pairs).astype(jnp.float32)
     delta = logratios[:, :, None] - logratios[:, None, :]  # [P, N, N]: winner i minus loser j
     count = mask.sum()
     return (terms[loss_type](delta, beta) * mask).sum() / jnp.maximum(count, 1.0), count
+
+
+def group_win_rates(preferences):
+    """Each sample's mean win probability against the other N - 1 samples of its prompt (DNO's score), [P, N],
+    from ``preferences[p, i, j] = P(y_i > y_j)`` [P, N, N] (a preference oracle; the diagonal is ignored)."""
+    n = preferences.shape[-1]
+    off_diagonal = 1.0 - jnp.eye(n, dtype=preferences.dtype)
+    return (preferences * off_diagonal).sum(axis=-1) / (n - 1)
 
 
 def best_of_n_nll(logps, rewards):
