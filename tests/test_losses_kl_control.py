@@ -94,7 +94,7 @@ def kl_to_posterior(params, prior):
 @pytest.mark.parametrize("num_iterations", [1, 2])
 def test_grpo_with_the_kl_in_the_reward_approaches_the_posterior(num_iterations):
     """REINFORCE on r - beta log(pi / pi_0) moves the policy to pi* = pi_0 exp(r / beta) / Z (both paths: the
-    loss's own log-probs on one iteration, a constant copy on two); r alone overshoots it."""
+    loss's own log-probs on one iteration, a constant copy on two)."""
     prior = init_params(MODEL, jax.random.key(3))
     start = kl_to_posterior(prior, prior)
     hp = grpo.GRPOHParams(learning_rate=1e-2, beta=BETA)
@@ -103,8 +103,9 @@ def test_grpo_with_the_kl_in_the_reward_approaches_the_posterior(num_iterations)
     if num_iterations == 1:  # the first update's policy is pi_0 (with two, the metric averages both iterations)
         assert float(metrics["kl"][0]) == pytest.approx(0.0, abs=1e-5)
     assert float(metrics["kl"][-20:].mean()) > 0.1
-    unregularised, _ = jax.jit(make(prior, kl_reference=False))(jax.random.key(4), grpo.GRPOHParams(learning_rate=1e-2))
-    assert kl_to_posterior(unregularised.params, prior) > 5 * kl_to_posterior(state.params, prior)
+    if num_iterations == 1:  # r alone overshoots the posterior
+        unregularised, _ = jax.jit(make(prior, kl_reference=False))(jax.random.key(4), grpo.GRPOHParams(learning_rate=1e-2))
+        assert kl_to_posterior(unregularised.params, prior) > 5 * kl_to_posterior(state.params, prior)
 
 
 def test_kl_penalty_is_checked():

@@ -79,7 +79,7 @@ def expected_reward(params):
 @pytest.mark.parametrize("loss", ["dpo", "best_of_n"])
 def test_on_policy_rounds_raise_the_reward(loss):
     ref = init_params(MODEL, jax.random.key(0))
-    config = RS.RankedSamplesConfig(model=MODEL, length=L, loss=loss, num_updates=30, samples_per_prompt=8,
+    config = RS.RankedSamplesConfig(model=MODEL, length=L, loss=loss, num_updates=20, samples_per_prompt=8,
                                     prompts_per_update=4, inner_steps=2)
     state, metrics = jax.jit(RS.make_train(config, PROMPTS, token_mean_reward, init_params=ref))(
         jax.random.key(1), RS.RankedSamplesHParams(learning_rate=1e-2, beta=0.5))
