@@ -28,6 +28,7 @@ EXPERIMENTS = {
     "lsc-rewards": "experiments.lsc_rewards",
     "on-policy-preference": "experiments.on_policy_preference",
     "dno": "experiments.dno",
+    "dpa": "experiments.dpa",
     "dpo": "experiments.dpo",
     "mogfn-hypergrid": "experiments.mogfn_hypergrid",
     "odice": "experiments.odice",

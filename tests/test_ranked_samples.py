@@ -139,3 +139,19 @@ def test_the_sampler_reference_restarts_the_kl_each_round():
         assert np.all(np.asarray(metrics["pairs"]) <= 8)  # at most one pair per prompt
     np.testing.assert_allclose(losses["sampler"], np.log(2.0), rtol=1e-5)
     assert abs(losses["initial"][-1] - np.log(2.0)) > 1e-3
+
+
+def test_samples_end_at_eos_and_best_of_n_learns_to_stop():
+    """With eos_id, a sample's later tokens are padding outside the loss; rewarding short answers shortens them."""
+    eos, pad = 1, 0
+    ref = init_params(MODEL, jax.random.key(0))
+    length_of = lambda completions: (completions >= 2).sum(axis=1)  # noqa: E731  tokens before EOS (pads are 0)
+    config = RS.RankedSamplesConfig(model=MODEL, length=L, loss="best_of_n", num_updates=10, samples_per_prompt=8,
+                                    prompts_per_update=8, inner_steps=3, eos_id=eos, pad_id=pad)
+    trainer = RS.make_train(config, PROMPTS, lambda p, c: -length_of(c).astype(jnp.float32), init_params=ref)
+    state, metrics = jax.jit(trainer)(jax.random.key(1), RS.RankedSamplesHParams(learning_rate=1e-2))
+    rows = jnp.asarray(np.resize(PROMPTS, (512, 2)))
+    sample = lambda params: generate(params, MODEL, rows, jnp.ones_like(rows), jax.random.key(9),  # noqa: E731
+                                     SamplingConfig(max_new_tokens=L, eos_id=eos, pad_id=pad)).tokens
+    assert float(length_of(sample(state.params)).mean()) < 0.5 * float(length_of(sample(ref)).mean())
+    assert float(metrics["reward"][-1]) > float(metrics["reward"][0])

@@ -25,7 +25,7 @@ scores each sample by its win rate against the others of its prompt under a pref
     state, metrics = jax.jit(trainer)(key, RankedSamplesHParams(learning_rate=1e-3, beta=0.1))
 
 ``prompt_ids`` [N_prompts, P] (no padding); ``reward_fn(prompt_ids [B, P], completion_ids [B, T]) -> [B]``.
-Completions have exactly ``length`` tokens (no EOS). Metrics per update: ``loss`` (after its last step),
+Completions have ``length`` tokens, or end at ``eos_id`` (then padded with ``pad_id``). Metrics per update: ``loss`` (after its last step),
 ``pairs`` (the ranked pairs DPO/IPO used; for best-of-N the prompts), ``reward`` and ``best_reward`` (mean
 and per-prompt best of the round's samples) and ``grad_norm``.
 """
@@ -67,6 +67,8 @@ class RankedSamplesConfig:
     reward_threshold: float = 0.0  # pairs whose rewards differ by no more are skipped
     pairs: str = "all"  # DPO/IPO on every ranked pair, or on each prompt's best and worst sample only
     reference: str = "initial"  # DPO/IPO's reference: the initial policy, or the policy that drew the round
+    eos_id: int | None = None  # a sample ends at EOS (its later tokens are pad_id, outside the loss)
+    pad_id: int = 0
     optimizer: str = "adamw"
     weight_decay: float = 0.0
     max_grad_norm: float = 0.0  # 0: no clipping
@@ -120,8 +122,7 @@ def make_train(
     num_prompts, P = prompts.shape
     N, K = config.samples_per_prompt, config.prompts_per_update
     prompts = jnp.asarray(prompts, jnp.int32)
-    attention = jnp.ones((K * N, P + config.length), jnp.int32)
-    sampling = SamplingConfig(max_new_tokens=config.length)
+    sampling = SamplingConfig(max_new_tokens=config.length, eos_id=config.eos_id, pad_id=config.pad_id)
 
     def init(key, hp: RankedSamplesHParams) -> RankedSamplesState:
         require_in_ranges(hp, {"learning_rate": POSITIVE, "beta": NON_NEGATIVE})
@@ -132,25 +133,28 @@ def make_train(
         return RankedSamplesState(params=params, ref_params=params, opt_state=opt_state, key=key,
                                   step=jnp.zeros((), jnp.int32), hparams=hp)
 
-    def sequence_logps(params, ids):
-        return completion_token_logps(params, config.model, ids, attention, P).sum(axis=1).reshape(K, N)
+    def sequence_logps(params, ids, attention, completion_mask):
+        token_logps = completion_token_logps(params, config.model, ids, attention, P)
+        return (token_logps * completion_mask).sum(axis=1).reshape(K, N)
 
     def update(state: RankedSamplesState):
         hp = state.hparams
         key, prompt_key, sample_key = jax.random.split(state.key, 3)
         rows = jax.random.choice(prompt_key, num_prompts, (K,), replace=False)
         batch_prompts = jnp.repeat(prompts[rows], N, axis=0)  # a prompt's N samples side by side
-        completions = generate(state.params, config.model, batch_prompts, jnp.ones_like(batch_prompts), sample_key,
-                               sampling).tokens
+        generation = generate(state.params, config.model, batch_prompts, jnp.ones_like(batch_prompts), sample_key, sampling)
+        completions, completion_mask = generation.tokens, generation.mask  # the mask is 1 up to and including EOS
         rewards = jnp.asarray(reward_fn(batch_prompts, completions), jnp.float32).reshape(K, N)
         ids = jnp.concatenate([batch_prompts, completions], axis=1)
+        attention = jnp.concatenate([jnp.ones_like(batch_prompts), completion_mask], axis=1)
+        logps_of = lambda params: sequence_logps(params, ids, attention, completion_mask)  # noqa: E731
         contrastive = config.loss != "best_of_n"
         # "sampler": the round's own policy, the reference of DNO's iteration t (pi_t)
         reference = state.ref_params if config.reference == "initial" else state.params
-        ref_logps = jax.lax.stop_gradient(sequence_logps(reference, ids)) if contrastive else None
+        ref_logps = jax.lax.stop_gradient(logps_of(reference)) if contrastive else None
 
         def loss_fn(params):
-            logps = sequence_logps(params, ids)
+            logps = logps_of(params)
             if not contrastive:
                 return preference.best_of_n_nll(logps, rewards), jnp.asarray(K, jnp.float32)
             return preference.ranked_pairs_dpo_loss(logps - ref_logps, rewards, hp.beta, "sigmoid" if config.loss == "dpo"
