@@ -6,8 +6,8 @@ current policy with the KV cache, scores them with a jittable reward, and takes 
 optimiser steps on that fixed batch with one of
 
 * ``"dpo"`` / ``"ipo"``: the DPO / IPO loss over every pair of a prompt's samples that the reward ranks
-  (:func:`rljax.losses.preference.ranked_pairs_dpo_loss`), against the frozen initial policy: a
-  *negative gradient* pushes the losers down;
+  (:func:`rljax.losses.preference.ranked_pairs_dpo_loss`), against the frozen initial policy (or, with
+  ``reference="sampler"``, the policy that drew the round): a *negative gradient* pushes the losers down;
 * ``"best_of_n"``: the NLL of each prompt's best sample (:func:`~rljax.losses.preference.best_of_n_nll`):
   maximum likelihood, no negative gradient.
 
@@ -25,9 +25,9 @@ scores each sample by its win rate against the others of its prompt under a pref
     state, metrics = jax.jit(trainer)(key, RankedSamplesHParams(learning_rate=1e-3, beta=0.1))
 
 ``prompt_ids`` [N_prompts, P] (no padding); ``reward_fn(prompt_ids [B, P], completion_ids [B, T]) -> [B]``.
-Completions have ``length`` tokens, or end at ``eos_id`` (then padded with ``pad_id``). Metrics per update: ``loss`` (after its last step),
-``pairs`` (the ranked pairs DPO/IPO used; for best-of-N the prompts), ``reward`` and ``best_reward`` (mean
-and per-prompt best of the round's samples) and ``grad_norm``.
+Completions have ``length`` tokens, or end at ``eos_id`` (then padded with ``pad_id``, outside the loss).
+Metrics per update: ``loss`` (at its last step), ``pairs`` (the ranked pairs DPO/IPO used; for best-of-N the
+prompts), ``reward`` and ``best_reward`` (mean and per-prompt best of the round's samples) and ``grad_norm``.
 """
 
 from __future__ import annotations
