@@ -44,7 +44,7 @@ import numpy as np
 
 from envs.text import exact_expectation
 from experiments.common import add_settings_arguments, settings_from_flags, setup_run, write_settings_config
-from experiments.sequence_space import exact_space, standardised_mlp_reward
+from experiments.sequence_space import SpaceSettings, exact_space, standardised_mlp_reward
 from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
 from rljax.core.stats import mean_ci95
@@ -58,12 +58,8 @@ CLAIM_FINAL = 0.6
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    vocab_size: int = 8
+class Settings(SpaceSettings):
     length: int = 3
-    hidden_size: int = 32
-    num_layers: int = 2
-    num_heads: int = 4
     quality_scale: float = 2.0
     cycle_strength: float = 1.0
     rounds: int = 4

@@ -46,7 +46,7 @@ import numpy as np
 from envs.text import exact_entropy, exact_expectation, exact_kl
 from experiments.common import (add_settings_arguments, positive_floats, require_multiple, settings_from_flags, setup_run,
                                 write_settings_config)
-from experiments.sequence_space import exact_space, standardised_mlp_reward
+from experiments.sequence_space import SpaceSettings, exact_space, standardised_mlp_reward
 from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
 from rljax.core.stats import mean_ci95
@@ -63,12 +63,7 @@ CLAIM_COLLAPSE = 0.05  # fraction of H(pi_0)
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    vocab_size: int = 8
-    length: int = 4
-    hidden_size: int = 32
-    num_layers: int = 2
-    num_heads: int = 4
+class Settings(SpaceSettings):
     betas: tuple = (0.5, 0.25)
     batch_size: int = 64
     num_updates: int = 400

@@ -46,7 +46,7 @@ import numpy as np
 from envs.text import exact_expectation, exact_kl, random_mlp_reward
 from experiments.common import (add_settings_arguments, positive_floats, require_multiple, settings_from_flags, setup_run,
                                 write_settings_config)
-from experiments.sequence_space import exact_space
+from experiments.sequence_space import SpaceSettings, exact_space
 from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
 from rljax.core.stats import mean_ci95
@@ -61,12 +61,7 @@ KL_SLACK = 1.1
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    vocab_size: int = 8
-    length: int = 4
-    hidden_size: int = 32
-    num_layers: int = 2
-    num_heads: int = 4
+class Settings(SpaceSettings):
     conflict: float = 0.5
     reference_quantile: float = 0.85
     reference_samples: int = 256

@@ -15,6 +15,17 @@ from rljax.lm.model import LMConfig, init_params
 
 
 @dataclasses.dataclass(frozen=True)
+class SpaceSettings:
+    """The space's and the LM's sizes; the experiments' ``Settings`` extend it (all ``--set``-able)."""
+
+    vocab_size: int = 8
+    length: int = 4
+    hidden_size: int = 32
+    num_layers: int = 2
+    num_heads: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
 class ExactSpace:
     space: SequenceSpace
     model: LMConfig
@@ -29,8 +40,8 @@ class ExactSpace:
         return jax.vmap(lambda k: init_params(self.model, k))(jax.random.split(key, n))
 
 
-def exact_space(settings: Any) -> ExactSpace:
-    """From a ``Settings`` with ``vocab_size``, ``length``, ``hidden_size``, ``num_layers`` and ``num_heads``."""
+def exact_space(settings: SpaceSettings) -> ExactSpace:
+    """The space and LM of ``settings``."""
     space = SequenceSpace(settings.vocab_size, settings.length)
     model = LMConfig(settings.vocab_size, settings.hidden_size, settings.num_layers, settings.num_heads,
                      max_position_embeddings=settings.length + 1)
