@@ -43,8 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.text import exact_expectation
-from experiments.common import add_settings_arguments, settings_from_flags, setup_run, write_settings_config
-from experiments.sequence_space import SpaceSettings, exact_space, standardised_mlp_reward
+from experiments.common import add_settings_arguments, settings_from_flags
+from experiments.sequence_space import SpaceSettings, start_run, standardised_mlp_reward
 from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
 from rljax.core.stats import mean_ci95
@@ -136,13 +136,11 @@ def plot(s: Settings, result: dict, path: str) -> None:
 
 def main(args: argparse.Namespace) -> dict:
     s = settings_from_args(args)
-    run_dir = setup_run(args, NAME)
     start = time.perf_counter()
-    exact = exact_space(s)
+    run_dir, exact = start_run(args, NAME, s)
     space, model, logp_of = exact.space, exact.model, exact.logp
     _, quality = standardised_mlp_reward(args.seed, space)
     oracle = oracle_matrix(quality, space.sequences[:, 0], s.quality_scale, s.cycle_strength)
-    write_settings_config(run_dir, args, NAME, s, model=model)
     init_key, train_key, offline_key = jax.random.split(jax.random.PRNGKey(args.seed), 3)
     priors = exact.random_policies(init_key, s.seeds)
     print(f"dno: {space.size} sequences, {s.seeds} seeds, {s.rounds} iterations -> {run_dir}")

@@ -38,9 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.text import exact_entropy, exact_expectation, exact_kl
-from experiments.common import (add_settings_arguments, positive_floats, require_multiple, settings_from_flags, setup_run,
-                                write_settings_config)
-from experiments.sequence_space import SpaceSettings, exact_space, standardised_mlp_reward
+from experiments.common import add_settings_arguments, positive_floats, require_multiple, settings_from_flags
+from experiments.sequence_space import SpaceSettings, start_run, standardised_mlp_reward
 from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
 from rljax.core.stats import mean_ci95
@@ -137,12 +136,10 @@ def plot(s: Settings, result: dict, path: str) -> None:
 
 def main(args: argparse.Namespace) -> dict:
     s = settings_from_args(args)
-    run_dir = setup_run(args, NAME)
     start = time.perf_counter()
-    exact = exact_space(s)
+    run_dir, exact = start_run(args, NAME, s)
     space, model, logp_of = exact.space, exact.model, exact.logp
     reward_of, reward = standardised_mlp_reward(args.seed, space)
-    write_settings_config(run_dir, args, NAME, s, model=model)
     init_key, train_key = jax.random.split(jax.random.PRNGKey(args.seed))
     refs = exact.random_policies(init_key, s.seeds)
     train_keys = jax.random.split(train_key, s.seeds)

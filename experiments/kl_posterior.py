@@ -44,9 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.text import exact_entropy, exact_expectation, exact_kl
-from experiments.common import (add_settings_arguments, positive_floats, require_multiple, settings_from_flags, setup_run,
-                                write_settings_config)
-from experiments.sequence_space import SpaceSettings, exact_space, standardised_mlp_reward
+from experiments.common import add_settings_arguments, positive_floats, require_multiple, settings_from_flags
+from experiments.sequence_space import SpaceSettings, start_run, standardised_mlp_reward
 from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
 from rljax.core.stats import mean_ci95
@@ -159,54 +158,54 @@ def plot(s: Settings, result: dict, path: str) -> None:
 
 def main(args: argparse.Namespace) -> dict:
     s = settings_from_args(args)
-    run_dir = setup_run(args, NAME)
     start = time.perf_counter()
-    exact = exact_space(s)
+    run_dir, exact = start_run(args, NAME, s)
     space, model, logp_of = exact.space, exact.model, exact.logp
     reward_of, reward = standardised_mlp_reward(args.seed, space)
-    write_settings_config(run_dir, args, NAME, s, model=model)
     init_key, train_key = jax.random.split(jax.random.PRNGKey(args.seed))
     priors = exact.random_policies(init_key, s.seeds)
     train_keys = jax.random.split(train_key, s.seeds)
     print(f"kl-posterior: {space.size} sequences, {s.seeds} seeds, betas {s.betas} -> {run_dir}")
 
-    curves, references = {}, {}
+    references = {}
     for beta in s.betas:
-        key_beta = str(beta)
-
         def reference(prior, beta=beta):
             prior_logp = logp_of(prior)
             posterior = kl_control.posterior_logp(prior_logp, reward, beta)
             return {"reward": exact_expectation(posterior, reward), "entropy": exact_entropy(posterior),
                     "prior_entropy": exact_entropy(prior_logp), "beta_log_z": beta * kl_control.log_partition(prior_logp, reward, beta)}
 
-        references[key_beta] = {k: np.asarray(v) for k, v in jax.jit(jax.vmap(reference))(priors).items()}
-        curves[key_beta] = {}
-        for arm in ARMS:
-            def run(prior, key, arm=arm, beta=beta):
+        ref = references[str(beta)] = {k: np.asarray(v) for k, v in jax.jit(jax.vmap(reference))(priors).items()}
+        print(f"  beta {beta} posterior: E[r] {ref['reward'].mean():.3f}, H {ref['entropy'].mean():.3f}, "
+              f"beta log Z {ref['beta_log_z'].mean():.3f}; H(pi_0) {ref['prior_entropy'].mean():.3f}")
+
+    curves = {str(beta): {} for beta in s.betas}
+    for arm in ARMS:
+        # rl's training does not depend on beta: one run, evaluated against every beta's posterior
+        for train_beta in (0.0,) if arm == "rl" else s.betas:
+            eval_betas = s.betas if arm == "rl" else (train_beta,)
+
+            def run(prior, key, arm=arm, train_beta=train_beta, eval_betas=eval_betas):
                 trainer = grpo.make_train(
                     arm_config(s, model, arm), np.zeros((1, 1), np.int32), np.ones((1, 1), np.int32),
                     lambda prompt, completion, mask: reward_of(completion), init_params=prior)
-                evaluate = lambda params: exact_metrics(logp_of(params), logp_of(prior), reward, beta)  # noqa: E731
+                evaluate = lambda params: {str(b): exact_metrics(logp_of(params), logp_of(prior), reward, b)  # noqa: E731
+                                           for b in eval_betas}
 
                 def chunk(state, _):
                     state, _ = trainer.run_updates(state, s.eval_every)
                     return state, evaluate(state.params)
 
-                hp = grpo.GRPOHParams(learning_rate=s.learning_rate, beta=0.0 if arm == "rl" else beta)
-                state = trainer.init(key, hp)
+                state = trainer.init(key, grpo.GRPOHParams(learning_rate=s.learning_rate, beta=train_beta))
                 _, curve = jax.lax.scan(chunk, state, None, length=s.num_updates // s.eval_every)
-                first = evaluate(prior)
-                return {k: jnp.concatenate([first[k][None], v]) for k, v in curve.items()}
+                return jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]), evaluate(prior), curve)
 
             t0 = time.perf_counter()
-            out = {k: np.asarray(v) for k, v in jax.jit(jax.vmap(run))(priors, train_keys).items()}
-            curves[key_beta][arm] = out
-            print(f"  beta {beta} {arm:8s} final: " + ", ".join(f"{m} {out[m][:, -1].mean():.3f}" for m in METRICS)
-                  + f"; {time.perf_counter() - t0:.0f} s")
-        ref = references[key_beta]
-        print(f"  beta {beta} posterior: E[r] {ref['reward'].mean():.3f}, H {ref['entropy'].mean():.3f}, "
-              f"beta log Z {ref['beta_log_z'].mean():.3f}; H(pi_0) {ref['prior_entropy'].mean():.3f}")
+            out = jax.tree.map(np.asarray, jax.jit(jax.vmap(run))(priors, train_keys))
+            for key_beta, metrics in out.items():
+                curves[key_beta][arm] = metrics
+                print(f"  beta {key_beta} {arm:8s} final: " + ", ".join(f"{m} {metrics[m][:, -1].mean():.3f}" for m in METRICS)
+                      + f"; {time.perf_counter() - t0:.0f} s")
 
     result = summarize(curves, references)
     result |= {"experiment": NAME, "seeds": s.seeds, "wall_seconds": time.perf_counter() - start}

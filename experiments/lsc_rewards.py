@@ -44,9 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.text import exact_expectation, exact_kl, random_mlp_reward
-from experiments.common import (add_settings_arguments, positive_floats, require_multiple, settings_from_flags, setup_run,
-                                write_settings_config)
-from experiments.sequence_space import SpaceSettings, exact_space
+from experiments.common import add_settings_arguments, positive_floats, require_multiple, settings_from_flags
+from experiments.sequence_space import SpaceSettings, start_run
 from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
 from rljax.core.stats import mean_ci95
@@ -185,13 +184,11 @@ def plot(s: Settings, result: dict, path: str) -> None:
 
 def main(args: argparse.Namespace) -> dict:
     s = settings_from_args(args)
-    run_dir = setup_run(args, NAME)
     start = time.perf_counter()
-    exact = exact_space(s)
+    run_dir, exact = start_run(args, NAME, s)
     space, model, logp_of = exact.space, exact.model, exact.logp
     rewards = jnp.asarray(np.stack([make_rewards(args.seed * 1000 + i, s.vocab_size, space.sequences, s.conflict)
                                     for i in range(s.seeds)]))  # [seeds, S, 2]
-    write_settings_config(run_dir, args, NAME, s, model=model)
     init_key, ref_key, train_key = jax.random.split(jax.random.PRNGKey(args.seed), 3)
     priors = exact.random_policies(init_key, s.seeds)
     ref_keys, train_keys = jax.random.split(ref_key, s.seeds), jax.random.split(train_key, s.seeds)

@@ -4,12 +4,14 @@ whole space come from one forward pass, and a random-MLP reward standardised ove
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from typing import Any, Callable
 
 import jax
 
 from envs.text import SequenceSpace, prompted_rows, random_mlp_reward
+from experiments.common import setup_run, write_settings_config
 from rljax.lm import train as lm_train
 from rljax.lm.model import LMConfig, init_params
 
@@ -46,6 +48,14 @@ def exact_space(settings: SpaceSettings) -> ExactSpace:
     model = LMConfig(settings.vocab_size, settings.hidden_size, settings.num_layers, settings.num_heads,
                      max_position_embeddings=settings.length + 1)
     return ExactSpace(space, model, prompted_rows(space, 0))
+
+
+def start_run(args: argparse.Namespace, name: str, settings: SpaceSettings) -> tuple[str, ExactSpace]:
+    """The run directory (``setup_run``, with ``config.json`` written) and the exact space of ``settings``."""
+    run_dir = setup_run(args, name)
+    exact = exact_space(settings)
+    write_settings_config(run_dir, args, name, settings, model=exact.model)
+    return run_dir, exact
 
 
 def standardised_mlp_reward(seed: int, space: SequenceSpace) -> tuple[Callable, jax.Array]:
