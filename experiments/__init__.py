@@ -38,6 +38,7 @@ EXPERIMENTS = {
     "cmorl-mujoco": "experiments.cmorl_mujoco",
     "mamql-gems": "experiments.mamql_gems",
     "iqlearn": "experiments.iqlearn",
+    "mdpo-cartpole": "experiments.mdpo_cartpole",
     "talpo-cartpole": "experiments.talpo:cartpole",
     "talpo-minatar": "experiments.talpo:minatar",
     "talpo-brax": "experiments.talpo:brax",

@@ -54,7 +54,7 @@ from rljax.core import es
 from rljax.core.config import to_dict
 from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
-from rljax.core.stats import mean_ci95
+from rljax.core.stats import difference_ci95, mean_ci95
 
 METHODS = ("ppo", "lpo", "talpo")
 COLORS = {"ppo": "tab:gray", "lpo": "tab:blue", "talpo": "tab:red"}
@@ -173,13 +173,6 @@ def relative_change(a: np.ndarray, b: np.ndarray) -> float:
     """mean |a - b| / mean((a + b) / 2) (0 when both are 0)."""
     scale = float(np.mean((a + b) / 2))
     return float(np.mean(np.abs(a - b)) / scale) if scale > 0 else 0.0
-
-
-def difference_ci95(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """Welch 95% interval of mean(a) - mean(b) (normal approximation)."""
-    diff = float(a.mean() - b.mean())
-    half = 1.96 * float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))) if len(a) > 1 else 0.0
-    return {"diff": diff, "ci95_low": diff - half, "ci95_high": diff + half}
 
 
 def main(args) -> dict:

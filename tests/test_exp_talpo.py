@@ -8,7 +8,8 @@ import pytest
 
 from experiments import EXPERIMENTS, load
 from experiments.__main__ import main as cli
-from experiments.talpo import PRESETS, difference_ci95, relative_change
+from experiments.talpo import PRESETS, relative_change
+from rljax.core.stats import difference_ci95
 
 
 def test_presets_are_registered_under_their_names():

@@ -134,7 +134,8 @@ def drift(config: LPOConfig, params: Any, ratio: jax.Array, advantage: jax.Array
 def make_surrogate(config: LPOConfig):
     """The mirror-learning surrogate with the drift from ``hp.drift`` (PPO's ``Surrogate`` signature)."""
 
-    def surrogate(log_prob, old_log_prob, advantage, hp: LPOHParams, progress):
+    def surrogate(log_prob, old_log_prob, advantage, hp: LPOHParams, progress, kl):
+        del kl
         ratio = jnp.exp(log_prob - old_log_prob)
         return drift_surrogate(log_prob, old_log_prob, advantage, drift(config, hp.drift, ratio, advantage, progress))
 

@@ -168,7 +168,8 @@ def observation_normalizer(config: PPOConfig, state: PPOState):
 
 
 def make_train(config: PPOConfig, surrogate: Surrogate = ppo_clip_surrogate) -> Trainer:
-    """PPO's trainer. ``surrogate`` replaces the clipped policy objective (LPO's learned drift)."""
+    """PPO's trainer. ``surrogate`` replaces the clipped policy objective (LPO's learned drift, MDPO's KL);
+    it is given the exact KL to the policy that collected the batch (``state.params`` before the update)."""
     env, env_params = make_env(config)
     eval_env, _ = make_env(config, training=False)
     network = make_network(config, env, env_params)
@@ -231,7 +232,7 @@ def make_train(config: PPOConfig, surrogate: Surrogate = ppo_clip_surrogate) -> 
         def minibatch_step(carry, minibatch):
             params, opt_state = carry
             (loss, aux), grads = grad_fn(
-                params, network.apply, minibatch, hp, config.normalize_advantages, surrogate, progress
+                params, network.apply, minibatch, hp, config.normalize_advantages, surrogate, progress, state.params
             )
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), {"loss": loss, **aux}

@@ -20,3 +20,11 @@ def mean_ci95(values) -> dict[str, float]:
 def mean_ci95_by_key(per_seed: list[dict], keys) -> dict[str, dict[str, float]]:
     """``{key: mean_ci95 over the seeds of per_seed[s][key]}`` for each of ``keys``."""
     return {key: mean_ci95([s[key] for s in per_seed]) for key in keys}
+
+
+def difference_ci95(a, b) -> dict[str, float]:
+    """mean(a) - mean(b) for two independent groups of runs, with a 95% Welch interval (normal approximation)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    diff = float(a.mean() - b.mean())
+    half = 1.96 * float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))) if min(len(a), len(b)) > 1 else 0.0
+    return {"diff": diff, "ci95_low": diff - half, "ci95_high": diff + half}

@@ -1,4 +1,4 @@
-"""Policy-gradient losses: PPO's clipped surrogate, and the mirror-learning surrogate with a drift.
+"""Policy-gradient losses: PPO's clipped surrogate, the mirror-learning surrogate with a drift, and MDPO's.
 
 Every function is pure; ``aux`` is a flat dict of scalars for logging.
 """
@@ -62,14 +62,28 @@ def drift_surrogate(log_prob, old_log_prob, advantage, drift):
     return loss, aux
 
 
-def ppo_clip_surrogate(log_prob, old_log_prob, advantage, hp, progress):
-    """PPO's surrogate in the ``Surrogate`` signature that ``ppo_loss`` takes (ignores ``progress``)."""
-    del progress
+def mirror_descent_surrogate(log_prob, old_log_prob, advantage, kl, step_size):
+    """On-policy MDPO's objective as a loss (Tomar et al., 2022, negated):
+
+        L = -E_s[ E_{a ~ pi_k}[r A] - (1 / t_k) KL(pi_theta(.|s) || pi_k(.|s)) ],  r = pi_theta(a|s) / pi_k(a|s)
+
+    ``kl`` is the exact per-state KL(pi_theta || pi_k) at each sample's state (``[B]``, differentiable
+    in theta), ``step_size`` the mirror-descent step t_k. It is the mirror-learning surrogate with the
+    drift KL / t_k, an expectation over actions rather than a per-sample function of r.
+    """
+    loss, aux = drift_surrogate(log_prob, old_log_prob, advantage, kl / step_size)
+    return loss, aux | {"kl": kl.mean(), "step_size": jnp.asarray(step_size, jnp.float32)}
+
+
+def ppo_clip_surrogate(log_prob, old_log_prob, advantage, hp, progress, kl):
+    """PPO's surrogate in the ``Surrogate`` signature that ``ppo_loss`` takes (ignores ``progress``, ``kl``)."""
+    del progress, kl
     return clipped_surrogate(log_prob, old_log_prob, advantage, hp.clip_eps)
 
 
-# (log_prob, old_log_prob, advantage, hp, progress) -> (loss, aux); progress = n / N in [0, 1].
-Surrogate = Callable[[jax.Array, jax.Array, jax.Array, Any, jax.Array], tuple[jax.Array, dict]]
+# (log_prob, old_log_prob, advantage, hp, progress, kl) -> (loss, aux); progress = n / N in [0, 1]; kl = the
+# exact KL(pi_theta || pi_old) per sample's state (None when ppo_loss has no old_params).
+Surrogate = Callable[[jax.Array, jax.Array, jax.Array, Any, jax.Array, Any], tuple[jax.Array, dict]]
 
 
 def clipped_value_loss(value, old_value, target, clip_eps):
@@ -86,18 +100,25 @@ def ppo_loss(
     normalize_advantages: bool = True,
     surrogate: Surrogate = ppo_clip_surrogate,
     progress: jax.Array | float = 0.0,
+    old_params: Any = None,
 ):
     """PPO actor-critic loss: surrogate + vf_coef * value loss - ent_coef * entropy.
 
     ``apply_fn(params, obs) -> (distrax distribution, value)``; ``hp`` needs
     ``clip_eps``, ``vf_coef`` and ``ent_coef``. ``surrogate`` is the policy term
-    (PPO-clip by default; LPO passes its learned drift); ``progress`` = n / N, the
-    fraction of training done, for temporally-aware surrogates.
+    (PPO-clip by default; LPO passes its learned drift, MDPO its KL); ``progress`` = n / N, the
+    fraction of training done, for temporally-aware surrogates. ``old_params`` (the policy
+    that collected ``batch``) gives the surrogate the exact per-state KL(pi || pi_old); under
+    jit the extra forward pass is removed when the surrogate does not use it.
     """
     pi, value = apply_fn(params, batch.obs)
     log_prob = pi.log_prob(batch.action)
     advantage = normalize(batch.advantage) if normalize_advantages else batch.advantage
-    policy_loss, aux = surrogate(log_prob, batch.log_prob, advantage, hp, progress)
+    kl = None
+    if old_params is not None:
+        pi_old, _ = apply_fn(jax.lax.stop_gradient(old_params), batch.obs)
+        kl = pi.kl_divergence(pi_old)
+    policy_loss, aux = surrogate(log_prob, batch.log_prob, advantage, hp, progress, kl)
     value_loss = clipped_value_loss(value, batch.value, batch.target, hp.clip_eps)
     entropy = pi.entropy().mean()
     total = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
