@@ -39,6 +39,7 @@ EXPERIMENTS = {
     "mamql-gems": "experiments.mamql_gems",
     "iqlearn": "experiments.iqlearn",
     "mdpo-cartpole": "experiments.mdpo_cartpole",
+    "regret-preferences": "experiments.regret_preferences",
     "talpo-cartpole": "experiments.talpo:cartpole",
     "talpo-minatar": "experiments.talpo:minatar",
     "talpo-brax": "experiments.talpo:brax",

@@ -19,6 +19,7 @@ their product. Everything in JAX is jit-able; ``canonicalize_shaping`` and
   agent i, the other agents are part of the environment, so ``Qbar_i`` is exactly the
   single-agent soft Q of the induced MDP (``induced_mdp``); with one agent this is
   soft value iteration.
+* ``optimal_q``: single-agent hard value iteration (Knox et al.'s regret preference model).
 * ``policy_evaluation`` / ``state_occupancy``: exact returns and discounted
   state-visitation of a joint policy.
 * ``canonicalize_shaping``: remove potential shaping exactly by weighted least squares.
@@ -128,6 +129,23 @@ def marginal_soft_q_iteration(next_state, rewards, terminal, *, gamma, lam, damp
     residual = jnp.abs(apply(q) - q).max()
     return QREResult(qbar=q, values=soft_value(q, lam, terminal[None]), policies=boltzmann(q, lam),
                      residual=residual, iterations=iterations)
+
+
+def optimal_q(next_state, rewards, terminal, *, gamma, num_iters) -> jax.Array:
+    """Q* ``[S, A]`` of a single-agent deterministic MDP: ``num_iters`` hard Bellman backups from V = 0.
+
+    ``next_state`` ``[S, A]``, ``rewards`` ``[S, A]``, ``terminal`` ``[S]`` (absorbing, value 0). With
+    ``gamma = 1`` this is the ``num_iters``-step optimum, equal to Q* once ``num_iters`` covers the longest
+    optimal path and no cycle has positive reward. Differentiable in ``rewards`` almost everywhere (the
+    gradient follows the maximising actions), as the successor features of the optimal policy.
+    """
+    next_state, rewards, terminal = jnp.asarray(next_state), jnp.asarray(rewards), jnp.asarray(terminal)
+
+    def backup(v):
+        return rewards + gamma * jnp.where(terminal, 0.0, v)[next_state]
+
+    v = jax.lax.fori_loop(0, num_iters - 1, lambda _, v: backup(v).max(-1), jnp.zeros(rewards.shape[0], rewards.dtype))
+    return backup(v)
 
 
 def _joint_probs(policies: jax.Array) -> jax.Array:
