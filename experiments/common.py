@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 
 from rljax.core.config import ConfigError, to_dict
 from rljax.core.dataset import scale_rewards_by_return_range
@@ -104,6 +105,26 @@ def write_settings_config(run_dir: str, args: argparse.Namespace, name: str, set
         write_json(os.path.join(run_dir, "config.json"), {"experiment": name, "settings": to_dict(settings),
                                                           "seed": args.seed, "quick": bool(args.quick)}
                    | {key: to_dict(value) for key, value in parts.items()})
+
+
+def seed_returns(trainer, hparams, keys):
+    """Train and evaluate one run per key as one vmapped, jitted call: ``(final evaluation return [seeds],
+    training episode return per update [seeds, updates])`` (``trainer``: the ``make_train`` shape)."""
+
+    def run(key):
+        train_key, eval_key = jax.random.split(key)
+        state, metrics = trainer(train_key, hparams)
+        return trainer.evaluate(state, eval_key)["return"].mean(), metrics["episode_return"]
+
+    final, curve = jax.jit(jax.vmap(run))(keys)
+    return np.asarray(final), np.asarray(curve)
+
+
+def write_result(run_dir: str, result: dict) -> None:
+    """Write ``result.json`` and print its claims' verdicts and the run time (``result["seconds"]``)."""
+    write_json(os.path.join(run_dir, "result.json"), result)
+    print("claims: " + ", ".join(f"{k}={'holds' if v['holds'] else 'fails'}" for k, v in result["claims"].items()))
+    print(f"wrote {run_dir} in {result['seconds']:.0f} s")
 
 
 def _field_names(config: Any) -> set[str]:

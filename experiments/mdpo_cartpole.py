@@ -36,9 +36,9 @@ import time
 import jax
 import numpy as np
 
-from experiments.common import add_settings_arguments, settings_from_flags, setup_run, write_settings_config
+from experiments.common import (add_settings_arguments, seed_returns, settings_from_flags, setup_run, write_result,
+                                write_settings_config)
 from rljax.agents import mdpo, ppo
-from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
 from rljax.core.stats import difference_ci95, mean_ci95
 
@@ -82,18 +82,6 @@ def arm_trainers(s: Settings) -> dict:
     }
 
 
-def run_seeds(trainer, hp, keys) -> tuple[np.ndarray, np.ndarray]:
-    """``(final greedy return [seeds], training curve [seeds, updates])``, all seeds as one vmapped call."""
-
-    def run(key):
-        train_key, eval_key = jax.random.split(key)
-        state, metrics = trainer(train_key, hp)
-        return trainer.evaluate(state, eval_key)["return"].mean(), metrics["episode_return"]
-
-    final, curve = jax.jit(jax.vmap(run))(keys)
-    return np.asarray(final), np.asarray(curve)
-
-
 def steps_to_solve(curve: np.ndarray, steps_per_update: int) -> list[float | None]:
     """Per seed, the env steps until the training return first reaches ``SOLVED`` (None: never)."""
     return [int((np.argmax(c >= SOLVED) + 1) * steps_per_update) if (c >= SOLVED).any() else None for c in curve]
@@ -108,7 +96,7 @@ def main(args) -> dict:
     final, curves, seconds = {}, {}, {}
     for arm, (trainer, hp) in arm_trainers(s).items():
         t0 = time.time()
-        final[arm], curves[arm] = run_seeds(trainer, hp, keys)
+        final[arm], curves[arm] = seed_returns(trainer, hp, keys)
         seconds[arm] = time.time() - t0
         print(f"{arm}: final greedy return {final[arm].mean():.1f} over {s.seeds} seeds ({seconds[arm]:.0f} s)",
               flush=True)
@@ -131,10 +119,8 @@ def main(args) -> dict:
         "vs_fixed_step_size": difference_ci95(final["mdpo"], final["mdpo_fixed_t"]),
         "claims": claims, "seconds": time.time() - start,
     }
-    write_json(os.path.join(run_dir, "result.json"), result)
     plot(run_dir, curves, final, batch)
-    print("claims: " + ", ".join(f"{k}={'holds' if v['holds'] else 'fails'}" for k, v in claims.items()))
-    print(f"wrote {run_dir} in {result['seconds']:.0f} s")
+    write_result(run_dir, result)
     return result
 
 

@@ -44,10 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs import delivery
-from experiments.common import add_settings_arguments, settings_from_flags, setup_run, write_settings_config
+from experiments.common import add_settings_arguments, settings_from_flags, setup_run, write_result, write_settings_config
 from rljax.agents import reward_from_preferences as rfp
 from rljax.core import tabular
-from rljax.core.logging import write_json
 from rljax.core.plotting import plt, save_figure
 from rljax.core.stats import mean_ci95
 from rljax.losses.reward_learning import PREFERENCE_MODELS
@@ -55,6 +54,7 @@ from rljax.losses.reward_learning import PREFERENCE_MODELS
 NAME = "regret-preferences"
 DESCRIPTION = "Regret vs partial-return preference models: reward learning on random delivery gridworlds"
 COLORS = {"regret": "tab:red", "partial_return": "tab:blue"}
+TIME, COIN = delivery.FEATURES.index("time"), delivery.FEATURES.index("coin")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,12 +159,14 @@ def main(args) -> dict:
         "scaled_return_per_mdp": {src: {m: scaled[src][m].tolist() for m in PREFERENCE_MODELS} for src in scaled},
         "learned_weights_mean_at_largest_n": {src: {m: weights[src][m][:, -1].mean(0).tolist()
                                                     for m in PREFERENCE_MODELS} for src in weights},
+        # Diagnostic: fits whose coin bonus outweighs the time cost, so that cycling on coins pays (the true
+        # weights cancel exactly there, time -1 + coin +1).
+        "coin_cycle_pays": {src: {m: (weights[src][m][..., COIN] + weights[src][m][..., TIME] > 0).sum(0).tolist()
+                                  for m in PREFERENCE_MODELS} for src in weights},
         "true_weights": list(delivery.TRUE_WEIGHTS), "claims": claims, "seconds": time.time() - start,
     }
-    write_json(os.path.join(run_dir, "result.json"), result)
     plot(run_dir, s, counts, scaled)
-    print("claims: " + ", ".join(f"{k}={'holds' if v['holds'] else 'fails'}" for k, v in claims.items()))
-    print(f"wrote {run_dir} in {result['seconds']:.0f} s")
+    write_result(run_dir, result)
     return result
 
 

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import add_run_arguments, apply_overrides, setup_run
+from experiments.common import add_run_arguments, apply_overrides, seed_returns, setup_run
 from rljax.agents import lpo, ppo
 from rljax.core import es
 from rljax.core.config import to_dict
@@ -144,19 +144,8 @@ def meta_train(config: lpo.LPOConfig, hparams, es_config: es.ESConfig, key, run_
 def final_returns(config: lpo.LPOConfig, hparams, drift_params, keys) -> tuple[np.ndarray, np.ndarray]:
     """``(final return [seeds], training curve [seeds, updates])``; ``drift_params=None`` is plain PPO."""
     if drift_params is None:
-        trainer = ppo.make_train(config.ppo)
-        hp = hparams
-    else:
-        trainer = lpo.make_train(config)
-        hp = lpo.LPOHParams(**to_dict(hparams), drift=drift_params)
-
-    def run(key):
-        train_key, eval_key = jax.random.split(key)
-        state, metrics = trainer(train_key, hp)
-        return trainer.evaluate(state, eval_key)["return"].mean(), metrics["episode_return"]
-
-    final, curve = jax.jit(jax.vmap(run))(keys)
-    return np.asarray(final), np.asarray(curve)
+        return seed_returns(ppo.make_train(config.ppo), hparams, keys)
+    return seed_returns(lpo.make_train(config), lpo.LPOHParams(**to_dict(hparams), drift=drift_params), keys)
 
 
 def drift_maps(lpo_config: lpo.LPOConfig, talpo_config: lpo.LPOConfig, drifts: dict) -> dict[str, np.ndarray]:
