@@ -75,10 +75,10 @@ def test_zero_drift_reduces_to_the_importance_weighted_advantage():
         log_prob, old = jnp.log(ratio), jnp.zeros(512)
         hp = lpo.LPOHParams(drift=lpo.zero_drift(config))
         surrogate = lpo.make_surrogate(config)
-        loss, aux = surrogate(log_prob, old, advantage, hp, 0.3)
+        loss, aux = surrogate(log_prob, old, advantage, hp, 0.3, None)
         np.testing.assert_allclose(float(loss), -float(jnp.mean(ratio * advantage)), rtol=1e-6)
         assert float(aux["drift"]) == 0.0
-        grad = jax.grad(lambda lp: surrogate(lp, old, advantage, hp, 0.3)[0])(log_prob)
+        grad = jax.grad(lambda lp: surrogate(lp, old, advantage, hp, 0.3, None)[0])(log_prob)
         np.testing.assert_allclose(grad, -ratio * advantage / 512, rtol=1e-5)  # d(r A)/d log pi = r A
 
 
@@ -88,7 +88,7 @@ def test_surrogate_gradient_subtracts_the_drift_gradient():
     ratio, advantage, _ = random_inputs(jax.random.PRNGKey(5), 64)
     log_prob, old = jnp.log(ratio), jnp.zeros(64)
     hp = lpo.LPOHParams(drift=params)
-    grad = jax.grad(lambda lp: lpo.make_surrogate(config)(lp, old, advantage, hp, 0.0)[0])(log_prob)
+    grad = jax.grad(lambda lp: lpo.make_surrogate(config)(lp, old, advantage, hp, 0.0, None)[0])(log_prob)
     drift_grad = jax.grad(lambda lp: lpo.drift(config, params, jnp.exp(lp), advantage).sum())(log_prob)
     np.testing.assert_allclose(grad, (-ratio * advantage + drift_grad) / 64, rtol=1e-4, atol=1e-7)
     assert float(jnp.abs(drift_grad).max()) > 1e-3  # the drift does shape this gradient

@@ -106,6 +106,8 @@ def test_a_larger_step_size_moves_the_policy_further_per_update():
 def test_mdpo_takes_full_batch_steps_and_the_surrogate_needs_the_kl():
     with pytest.raises(ConfigError, match="num_minibatches.*expected 1, got 4"):
         mdpo.MDPOConfig(ppo=ppo.PPOConfig(update_epochs=10, num_minibatches=4))
+    with pytest.raises(ConfigError, match="step_size"):
+        mdpo.make_train(TINY).init(jax.random.PRNGKey(0), mdpo.MDPOHParams(step_size=0.0))
     network, params = actor_critic()
     with pytest.raises(ValueError, match="needs the exact KL"):
         ppo_loss(params, network.apply, random_batch(jax.random.PRNGKey(2)), mdpo.MDPOHParams(),

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from rljax.agents import ppo
-from rljax.core.config import require
+from rljax.core.config import POSITIVE, require, require_in_ranges
 from rljax.core.trainer import Trainer
 from rljax.losses.policy_gradient import mirror_descent_surrogate
 
@@ -75,6 +75,11 @@ def make_surrogate(config: MDPOConfig):
 
 
 def make_train(config: MDPOConfig) -> Trainer:
-    """PPO's trainer with MDPO's surrogate; ``hp`` is an ``MDPOHParams``."""
+    """PPO's trainer with MDPO's surrogate; ``hp`` is an ``MDPOHParams`` (``init`` checks t_0 > 0)."""
     trainer = ppo.make_train(config.ppo, surrogate=make_surrogate(config))
-    return dataclasses.replace(trainer, config=config)
+
+    def init(key, hp: MDPOHParams):
+        require_in_ranges(hp, {"step_size": POSITIVE})
+        return trainer.init(key, hp)
+
+    return dataclasses.replace(trainer, config=config, init=init)
