@@ -106,7 +106,8 @@ def make_task(s: Settings):
 
 
 def make_evaluate(s: Settings, model: str):
-    """``evaluate(mdp, states, actions, labels, w0) -> mean scaled return [len(sizes)]`` of ``model``'s fits."""
+    """``evaluate(mdp, states, actions, labels, w0) -> (mean scaled return [len(sizes)], fitted w [len(sizes), K])``
+    of ``model``'s fits, one per dataset size (the first N pairs)."""
     fit = rfp.make_fit(fit_config(s, model))
     true_w = jnp.asarray(delivery.TRUE_WEIGHTS)
     subsets = (jnp.arange(max(s.sizes))[None] < jnp.asarray(s.sizes)[:, None]).astype(jnp.float32)
@@ -125,8 +126,10 @@ def make_evaluate(s: Settings, model: str):
 
 
 def main(args) -> dict:
-    run_dir = setup_run(args, NAME)
     s = settings_from_flags(args, Settings(), QUICK)
+    if not s.sizes or min(s.sizes) <= 0:
+        raise SystemExit(f"--set sizes: expected one or more positive numbers of pairs, got {s.sizes}")
+    run_dir = setup_run(args, NAME)
     write_settings_config(run_dir, args, NAME, s)
     start = time.time()
     keys = jax.random.split(jax.random.PRNGKey(args.seed), s.num_mdps)

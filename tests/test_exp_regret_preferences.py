@@ -39,3 +39,9 @@ def test_quick_run_writes_all_outputs(tmp_path):
             values = np.asarray(values)
             assert values.shape == (3, 2) and np.all(values <= 1.0 + 1e-6)
             assert result["solved"][source][model] == (values >= 0.9).sum(0).tolist()
+
+
+def test_sizes_must_be_positive(tmp_path):
+    with pytest.raises(SystemExit, match="--set sizes: expected one or more positive"):
+        cli(["regret-preferences", "--set", "sizes=(0,10)", "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
