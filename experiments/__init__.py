@@ -40,6 +40,7 @@ EXPERIMENTS = {
     "iqlearn": "experiments.iqlearn",
     "mdpo-cartpole": "experiments.mdpo_cartpole",
     "regret-preferences": "experiments.regret_preferences",
+    "irl-misspecification": "experiments.irl_misspecification",
     "talpo-cartpole": "experiments.talpo:cartpole",
     "talpo-minatar": "experiments.talpo:minatar",
     "talpo-brax": "experiments.talpo:brax",
