@@ -17,6 +17,10 @@ differentiable in the reward.
   ``gamma`` and ``tau``) maps to it, as ``base(pi) + gamma Phi(s') - Phi(s) + xi(s, a, s')`` with any potential
   ``Phi [S]`` and any ``xi`` of zero mean under ``tau`` (``redistribution``). An IRL method that assumes the
   model can return any of them, which is what makes a misspecified model's error a worst case over this set.
+  ``behavioural_policy`` and ``reward_set`` pick either model by name (``BEHAVIOURAL_MODELS``).
+
+The halved distance is the digest's (in [0, 1]); the STARC authors' code uses the plain L2 distance between the
+normalised canonical rewards, in [0, 2], exactly twice this.
 
 The canonicalised reward depends on ``(s, a)`` only, so it is returned as ``[S, A]``; seen as an ``[S, A, S]``
 reward it is constant in ``s'``, which scales every L2 norm by ``sqrt(S)`` and leaves the distance unchanged.
