@@ -41,6 +41,7 @@ EXPERIMENTS = {
     "mdpo-cartpole": "experiments.mdpo_cartpole",
     "regret-preferences": "experiments.regret_preferences",
     "irl-misspecification": "experiments.irl_misspecification",
+    "expressivity": "experiments.expressivity",
     "talpo-cartpole": "experiments.talpo:cartpole",
     "talpo-minatar": "experiments.talpo:minatar",
     "talpo-brax": "experiments.talpo:brax",
