@@ -93,10 +93,17 @@ def occupancies(tau, policies, initial, gamma) -> np.ndarray:
     return np.asarray(jax.jit(jax.vmap(lambda p: fm.occupancy(tau, p, initial, gamma=gamma)))(jnp.asarray(policies)))
 
 
+def returns(tau, policies, initial, gamma, reward) -> np.ndarray:
+    """``J_R(pi)`` of each policy ``[P]`` (without keeping the occupancy measures: the product has 2^(3 n) policies)."""
+    one = lambda p: jnp.vdot(fm.occupancy(tau, p, initial, gamma=gamma), reward)  # noqa: E731
+    return np.asarray(jax.jit(lambda ps: jax.lax.map(one, ps, batch_size=4096))(jnp.asarray(policies)))
+
+
 def main(args) -> dict:
     s = settings_from_flags(args, Settings(), QUICK)
-    if s.num_cells < 3:
-        raise SystemExit(f"--set num_cells: expected at least 3 cells (A, a start between, B), got {s.num_cells}")
+    if not 3 <= s.num_cells <= 6:
+        raise SystemExit(f"--set num_cells: expected 3 to 6 cells (A, a start between, B; the product with the "
+                         f"3-state machine has 2^(3 n) deterministic policies to enumerate), got {s.num_cells}")
     if not 0 < s.gamma < 1 or any(not 0 < g < 1 for g in positive_floats(s, "mr_gammas")):
         raise SystemExit(f"--set gamma / mr_gammas: discounts must lie in (0, 1), got {s.gamma} and {s.mr_gammas}")
     run_dir = setup_run(args, NAME)
@@ -129,12 +136,10 @@ def main(args) -> dict:
         q = rt.optimal_q_values(jnp.asarray(product_reward), jnp.asarray(product_tau), gamma=s.gamma)
         rm_optimum = float(product_start @ np.asarray(q.max(-1)))
         product_policies = fm.deterministic_policies(n * num_machine, 2)
-        rm_brute = float(np.einsum("psat,sat->p", occupancies(product_tau, product_policies, product_start, s.gamma),
-                                   product_reward).max())
+        rm_brute = float(returns(product_tau, product_policies, product_start, s.gamma, product_reward).max())
 
         def rm_values(policies):  # stationary base policies, run through the machine
-            lifted = np.repeat(policies, num_machine, axis=1)
-            return np.einsum("psat,sat->p", occupancies(product_tau, lifted, product_start, s.gamma), product_reward)
+            return returns(product_tau, np.repeat(policies, num_machine, axis=1), product_start, s.gamma, product_reward)
 
         stationary = np.concatenate([deterministic, random, np.asarray(fw.policy)[None]])
         rm_stationary = rm_values(stationary)

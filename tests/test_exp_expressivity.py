@@ -32,7 +32,7 @@ def test_quick_run_writes_all_outputs_and_its_claims_hold(tmp_path):
     assert result["max_min"]["lp"] == pytest.approx(0.5 * 0.9 / 0.1, rel=1e-9)
 
 
-@pytest.mark.parametrize("setting, message", [("num_cells=2", "at least 3 cells"),
+@pytest.mark.parametrize("setting, message", [("num_cells=2", "expected 3 to 6 cells"), ("num_cells=7", "expected 3 to 6 cells"),
                                               ("mr_gammas=(1.0,)", "discounts must lie in")])
 def test_bad_settings_exit_naming_the_field(tmp_path, setting, message):
     with pytest.raises(SystemExit, match=message):
