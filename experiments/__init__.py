@@ -42,6 +42,7 @@ EXPERIMENTS = {
     "regret-preferences": "experiments.regret_preferences",
     "irl-misspecification": "experiments.irl_misspecification",
     "expressivity": "experiments.expressivity",
+    "parl-tabular": "experiments.parl_tabular",
     "talpo-cartpole": "experiments.talpo:cartpole",
     "talpo-minatar": "experiments.talpo:minatar",
     "talpo-brax": "experiments.talpo:brax",
