@@ -67,15 +67,21 @@ def main(args) -> dict:
     write_settings_config(run_dir, args, NAME, s)
     start = time.time()
     keys = jax.random.split(jax.random.PRNGKey(args.seed), s.seeds)  # the same MDPs for both methods
-    curves, queries = {}, {}
+    curves, queries, upper, cosine = {}, {}, {}, {}
     for method in parl.HYPERGRADIENTS:
         t0 = time.time()
         train = parl.make_train(dataclasses.replace(s.config, hypergradient=method))
         result = jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, parl.PARLHParams(s.learning_rate))
         curves[method] = np.asarray(result.scaled_return)
         queries[method] = np.asarray(parl.queries_to_reach(result, s.level))
+        # Diagnostics added after the first run: the upper objective each method reached, and how well it
+        # recovered the reward's direction.
+        upper[method] = np.asarray(result.final_upper_objective)
+        w, w_true = np.asarray(result.weights), np.asarray(result.true_weights)
+        cosine[method] = (w * w_true).sum(-1) / np.linalg.norm(w, axis=-1) / np.linalg.norm(w_true, axis=-1)
         print(f"{method}: final scaled return {curves[method][:, -1].mean():.3f}, reaches {s.level} in "
-              f"{np.isfinite(queries[method]).sum()} / {s.seeds} MDPs, median queries {np.median(queries[method])} "
+              f"{np.isfinite(queries[method]).sum()} / {s.seeds} MDPs, median queries {np.median(queries[method])}; "
+              f"final G {upper[method].mean():.3f}, cosine to the true weights {cosine[method].mean():.3f} "
               f"({time.time() - t0:.0f} s)", flush=True)
 
     median = {m: float(np.median(q)) for m, q in queries.items()}
@@ -91,6 +97,8 @@ def main(args) -> dict:
         "mean_curve": {m: c.mean(0).tolist() for m, c in curves.items()},
         "queries_to_level_per_seed": {m: [float(x) for x in q] for m, q in queries.items()},
         "reached_level": {m: int(np.isfinite(q).sum()) for m, q in queries.items()},
+        "final_upper_objective": {m: mean_ci95(u) for m, u in upper.items()},
+        "cosine_to_true_weights": {m: mean_ci95(c) for m, c in cosine.items()},
         "queries_per_iteration": s.config.pairs_per_iteration, "claims": claims, "seconds": time.time() - start,
     }
     plot(run_dir, s, curves)

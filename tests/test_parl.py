@@ -101,7 +101,7 @@ def test_myopic_fit_aligns_the_policy_and_queries_are_counted():
     assert float(result.scaled_return[:, -1].min()) > 0.9 > float(result.scaled_return[:, 0].max())
     np.testing.assert_array_equal(result.queries[0, :3], [0, 16, 32])
     by_hand = parl.TrainResult(None, None, jnp.array([[0.1, 0.96, 0.5, 0.97], [0.1, 0.2, 0.3, 0.4]]),
-                               jnp.array([[0, 16, 32, 48], [0, 16, 32, 48]]))
+                               jnp.array([[0, 16, 32, 48], [0, 16, 32, 48]]), None)
     np.testing.assert_array_equal(parl.queries_to_reach(by_hand, 0.95), [16, np.inf])
 
 

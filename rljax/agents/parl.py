@@ -141,35 +141,42 @@ def scaled_return(config: PARLConfig, task: Task, log_policy) -> jax.Array:
     return (score(jnp.exp(log_policy)) - score(uniform)) / (score(oracle) - score(uniform))
 
 
+def query(config: PARLConfig, task: Task, nu, key, num_pairs: int):
+    """Draw ``num_pairs`` pairs of segments from ``pi*(nu)`` and have the person label them (Bradley-Terry on the
+    true reward's segment returns): ``(states [M, 2, T], actions [M, 2, T], labels [M])``."""
+    k_seg, k_label = jax.random.split(key)
+    states, actions = sample_segments(k_seg, lower_level_log_policy(config, task, nu), task, 2 * num_pairs,
+                                      config.segment_length)
+    shape = (num_pairs, 2, config.segment_length)
+    states, actions = states.reshape(shape), actions.reshape(shape)
+    true_reward = task.features @ task.true_weights
+    true_logits = reward_learning.preference_logit(
+        reward_learning.segment_scores(true_reward, states[:, 0], actions[:, 0]),
+        reward_learning.segment_scores(true_reward, states[:, 1], actions[:, 1]))
+    return states, actions, jax.random.bernoulli(k_label, jax.nn.sigmoid(true_logits)).astype(nu.dtype)
+
+
 class TrainResult(NamedTuple):
     weights: jax.Array  # [K] the final nu
     true_weights: jax.Array  # [K]
     scaled_return: jax.Array  # [num_iterations + 1], before the first update and after each
     queries: jax.Array  # [num_iterations + 1] preference queries answered so far
+    final_upper_objective: jax.Array  # G(nu) at the final nu, estimated on 4096 fresh on-policy pairs
 
 
 def make_train(config: PARLConfig):
     """``train(key, hparams) -> TrainResult`` on the MDP drawn from ``key`` (vmappable over keys)."""
+    myopic = dataclasses.replace(config, hypergradient="myopic")  # its surrogate is the plain mean of U
 
     def train(key, hparams: PARLHParams) -> TrainResult:
-        task_key, init_key, loop_key = jax.random.split(key, 3)
+        task_key, init_key, loop_key, eval_key = jax.random.split(key, 4)
         task = random_task(config, task_key)
         optimizer = optax.adam(hparams.learning_rate)
         nu = 0.01 * jax.random.normal(init_key, (config.num_features,))
-        true_reward = task.features @ task.true_weights
 
         def iteration(carry, key):
             nu, opt_state = carry
-            k_seg, k_label = jax.random.split(key)
-            states, actions = sample_segments(k_seg, lower_level_log_policy(config, task, nu), task, 2 * config.pairs_per_iteration,
-                                              config.segment_length)
-            shape = (config.pairs_per_iteration, 2, config.segment_length)
-            states, actions = states.reshape(shape), actions.reshape(shape)
-            # The person: Bradley-Terry on the true reward's segment returns.
-            true_logits = reward_learning.preference_logit(
-                reward_learning.segment_scores(true_reward, states[:, 0], actions[:, 0]),
-                reward_learning.segment_scores(true_reward, states[:, 1], actions[:, 1]))
-            labels = jax.random.bernoulli(k_label, jax.nn.sigmoid(true_logits)).astype(nu.dtype)
+            states, actions, labels = query(config, task, nu, key, config.pairs_per_iteration)
             grad = jax.grad(lambda v: -upper_surrogate(config, task, v, states, actions, labels))(nu)
             updates, opt_state = optimizer.update(grad, opt_state)
             nu = optax.apply_updates(nu, updates)
@@ -179,7 +186,8 @@ def make_train(config: PARLConfig):
         (nu, _), curve = jax.lax.scan(iteration, (nu, optimizer.init(nu)),
                                       jax.random.split(loop_key, config.num_iterations))
         queries = config.pairs_per_iteration * jnp.arange(config.num_iterations + 1)
-        return TrainResult(nu, task.true_weights, jnp.concatenate([first[None], curve]), queries)
+        upper = upper_surrogate(myopic, task, nu, *query(config, task, nu, eval_key, 4096))
+        return TrainResult(nu, task.true_weights, jnp.concatenate([first[None], curve]), queries, upper)
 
     return train
 
