@@ -43,6 +43,7 @@ EXPERIMENTS = {
     "irl-misspecification": "experiments.irl_misspecification",
     "expressivity": "experiments.expressivity",
     "parl-tabular": "experiments.parl_tabular",
+    "mmds-kuhn": "experiments.mmds_kuhn",
     "talpo-cartpole": "experiments.talpo:cartpole",
     "talpo-minatar": "experiments.talpo:minatar",
     "talpo-brax": "experiments.talpo:brax",
