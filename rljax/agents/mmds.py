@@ -1,6 +1,6 @@
 """Mirror-descent search (MDS) and magnetic mirror-descent search (MMDS): decision-time planning as a policy
-update (Sokota et al., ICLR 2024, "Abstracting Imperfect Information Away from Two-Player Zero-Sum Games" /
-update-equivalence; papers/control-rl.md §11).
+update (Sokota, Farina, Wu, Hu, Wang, Kolter, Brown, ICLR 2024, "The Update-Equivalence Framework for
+Decision-Time Planning"; papers/control-rl.md §11).
 
 The principle: a planner is sound when the policy it plays at a decision point equals one (or more) updates of a
 last-iterate learning algorithm applied to the blueprint there. MMDS is magnetic mirror descent's update at the
