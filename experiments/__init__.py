@@ -44,6 +44,7 @@ EXPERIMENTS = {
     "expressivity": "experiments.expressivity",
     "parl-tabular": "experiments.parl_tabular",
     "mmds-kuhn": "experiments.mmds_kuhn",
+    "alignment-ceiling": "experiments.alignment_ceiling",
     "talpo-cartpole": "experiments.talpo:cartpole",
     "talpo-minatar": "experiments.talpo:minatar",
     "talpo-brax": "experiments.talpo:brax",

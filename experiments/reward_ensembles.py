@@ -143,6 +143,42 @@ def make_world(s: Settings, space: SequenceSpace, base_probs: np.ndarray, key):
     return gold, pairs
 
 
+def make_world_trainer(s: Settings, space: SequenceSpace, base_probs: np.ndarray, world_key, train_key, run_dir: str,
+                       args: argparse.Namespace, run_config: dict):
+    """``train_world(world) -> (gold [S], pairs, member_rewards [K, S], loop result)``: world ``world``'s gold
+    reward and noisy pairs, and its ``K`` reward models trained by the host loop (metrics and checkpoints in
+    ``run_dir/world<world>``), with their rewards over the whole space."""
+    cfg = reward_model_config(s)
+    rows = prompted_rows(space, PROMPT_TOKEN)
+    train_config = lm_train.LMTrainConfig(
+        model=cfg, objective="reward", batch_size=s.batch_size, num_epochs=s.num_epochs,
+    )  # fmt: skip
+    hparams = lm_train.LMHParams(learning_rate=s.learning_rate)
+    rewards_fn = jax.jit(jax.vmap(lambda p: LanguageModel(cfg).apply({"params": p}, rows[0], rows[1]).rewards))
+
+    def train_world(world: int):
+        gold, pairs = make_world(s, space, base_probs, jax.random.fold_in(world_key, world))
+        data = tokenize_preferences(
+            [[PROMPT_TOKEN]] * len(pairs), pairs.chosen, pairs.rejected, None, s.length + 1,
+            add_bos=False, add_eos=False, pad_id=PROMPT_TOKEN,
+        )  # fmt: skip
+        trainer = lm_train.make_train(train_config, data)
+        world_dir = os.path.join(run_dir, f"world{world}")
+        os.makedirs(world_dir, exist_ok=True)
+        steps_per_epoch = s.num_pairs // s.batch_size
+        result = loop_lib.run(
+            trainer, jax.random.fold_in(train_key, world), hparams, num_seeds=s.members, run_dir=world_dir,
+            config_dict=run_config | {"world": world}, resume=bool(args.resume),
+            loop=loop_lib.LoopConfig(
+                chunk_updates=steps_per_epoch, eval_every_chunks=0, checkpoint_every_chunks=s.num_epochs,
+                progress=not args.no_progress, tensorboard=args.tensorboard,
+            ),
+        )  # fmt: skip
+        return gold, pairs, rewards_fn(result.state.params), result
+
+    return train_world
+
+
 def best_of_n_curves(base_logp, scores, gold, ns):
     """Exact expected gold reward and KL from the base policy of best-of-n under ``scores`` [S]: ([len(ns)], [len(ns)])."""
     logps = jax.vmap(lambda n: best_of_n_logp(base_logp, scores, n))(ns)
@@ -225,7 +261,6 @@ def main(args: argparse.Namespace) -> dict:
     run_dir = setup_run(args, NAME)
     start = time.perf_counter()
     space = SequenceSpace(s.vocab_size, s.length)
-    rows = prompted_rows(space, PROMPT_TOKEN)
     cfg = reward_model_config(s)
     key = jax.random.PRNGKey(args.seed)
     base_key, world_key, train_key = jax.random.split(key, 3)
@@ -239,37 +274,16 @@ def main(args: argparse.Namespace) -> dict:
     print(f"Reward ensembles: {space}, {s.worlds} worlds x {s.members} reward models, {s.num_pairs} pairs "
           f"({s.label_noise:.0%} flipped), best-of-n up to n = {ns[-1]} -> {run_dir}")
 
-    train_config = lm_train.LMTrainConfig(
-        model=cfg, objective="reward", batch_size=s.batch_size, num_epochs=s.num_epochs,
-    )  # fmt: skip
-    hparams = lm_train.LMHParams(learning_rate=s.learning_rate)
-    rewards_fn = jax.jit(jax.vmap(lambda p: LanguageModel(cfg).apply({"params": p}, rows[0], rows[1]).rewards))
+    train_world = make_world_trainer(s, space, base_probs, world_key, train_key, run_dir, args, run_config)
     curves_fn = jax.jit(jax.vmap(best_of_n_curves, in_axes=(None, 0, None, None)))
     gold_curves = {name: np.zeros((s.worlds, len(ns))) for name in PROXIES + (ORACLE,)}
     kl_curves = {name: np.zeros((s.worlds, len(ns))) for name in PROXIES + (ORACLE,)}
     accuracy = np.zeros((s.worlds, s.members))
     compile_seconds = run_seconds = 0.0
     for world in range(s.worlds):
-        gold, pairs = make_world(s, space, base_probs, jax.random.fold_in(world_key, world))
-        data = tokenize_preferences(
-            [[PROMPT_TOKEN]] * len(pairs), pairs.chosen, pairs.rejected, None, s.length + 1,
-            add_bos=False, add_eos=False, pad_id=PROMPT_TOKEN,
-        )  # fmt: skip
-        trainer = lm_train.make_train(train_config, data)
-        world_dir = os.path.join(run_dir, f"world{world}")
-        os.makedirs(world_dir, exist_ok=True)
-        steps_per_epoch = s.num_pairs // s.batch_size
-        result = loop_lib.run(
-            trainer, jax.random.fold_in(train_key, world), hparams, num_seeds=s.members, run_dir=world_dir,
-            config_dict=run_config | {"world": world}, resume=bool(args.resume),
-            loop=loop_lib.LoopConfig(
-                chunk_updates=steps_per_epoch, eval_every_chunks=0, checkpoint_every_chunks=s.num_epochs,
-                progress=not args.no_progress, tensorboard=args.tensorboard,
-            ),
-        )  # fmt: skip
+        gold, pairs, member_rewards, result = train_world(world)
         compile_seconds += result.compile_seconds
         run_seconds += result.run_seconds
-        member_rewards = rewards_fn(result.state.params)  # [K, S]
         chosen, rejected = member_rewards[:, pairs.chosen_index], member_rewards[:, pairs.rejected_index]
         accuracy[world] = np.asarray((chosen > rejected).mean(axis=1))
         gold_j = jnp.asarray(gold)
