@@ -44,6 +44,7 @@ EXPERIMENTS = {
     "expressivity": "experiments.expressivity",
     "parl-tabular": "experiments.parl_tabular",
     "mmds-kuhn": "experiments.mmds_kuhn",
+    "mds-common-payoff": "experiments.mds_common_payoff",
     "alignment-ceiling": "experiments.alignment_ceiling",
     "talpo-cartpole": "experiments.talpo:cartpole",
     "talpo-minatar": "experiments.talpo:minatar",

@@ -1,7 +1,7 @@
 """Tasks a Markov reward cannot express (Subramani et al., ICLR 2024, "On the Expressivity of
 Objective-Specification Formalisms in RL"; papers/control-rl.md §14), on a corridor.
 
-    python -m experiments expressivity            # about 30 s on one CPU core
+    python -m experiments expressivity            # about 10 s on 2 CPU cores
     python -m experiments expressivity --quick    # fewer policies and Frank-Wolfe steps, for the smoke test
 
 Claim (two of the paper's separations, made concrete): an outer nonlinear Markov reward (ONMR: the minimum

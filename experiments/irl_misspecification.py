@@ -1,7 +1,7 @@
 """How far from the truth can a misspecified IRL model's reward be? (Skalse & Abate, ICLR 2024;
 papers/control-rl.md §13), on random stochastic MDPs, measured with the STARC distance.
 
-    python -m experiments irl-misspecification            # 16 MDPs, both models (about 2 minutes on one CPU core)
+    python -m experiments irl-misspecification            # 16 MDPs, both models (about 40 s on 2 CPU cores)
     python -m experiments irl-misspecification --quick    # tiny budget (seconds), for the smoke test
 
 Claim (the paper's parameter results): a misspecified temperature (alpha of maximal causal entropy, beta of

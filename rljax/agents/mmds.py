@@ -40,11 +40,17 @@ class SearchResult(NamedTuple):
 def repeated_search(blueprint, q_fn: Callable, metric_fn: Callable, *, num_updates: int, step_size,
                     regularization=0.0, magnet=None) -> SearchResult:
     """Apply the search update at every information state ``num_updates`` times, each time with the values of the
-    current policy, tracking ``metric_fn(policy)`` (e.g. exploitability)."""
+    current policy, tracking ``metric_fn(policy)`` (e.g. exploitability). ``blueprint`` may be a pytree of
+    ``[..., A]`` arrays (one per player, say) with ``q_fn`` returning the same structure; ``magnet``, if given,
+    too."""
+
+    def update(policy, q, rho):
+        return mirror_descent_search_update(policy, q, step_size=step_size, regularization=regularization, magnet=rho)
+
+    magnets = jax.tree.map(lambda p: jnp.full_like(p, 1.0 / p.shape[-1]), blueprint) if magnet is None else magnet
 
     def step(policy, _):
-        policy = mirror_descent_search_update(policy, q_fn(policy), step_size=step_size,
-                                              regularization=regularization, magnet=magnet)
+        policy = jax.tree.map(update, policy, q_fn(policy), magnets)
         return policy, metric_fn(policy)
 
     policy, metrics = jax.lax.scan(step, blueprint, None, length=num_updates)
