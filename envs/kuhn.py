@@ -74,17 +74,18 @@ def conditional_q(policy) -> jax.Array:
     return q
 
 
+_ROWS = {player: np.asarray([infostate(card, h) for card in range(3) for h, p in enumerate(ACTING_PLAYER)
+                             if p == player]) for player in (0, 1)}  # each player's 6 information states
+
+
 def _pure_strategies(player: int) -> np.ndarray:
     """``[64, 12, 2]``: every deterministic choice at ``player``'s 6 information states (others uniform)."""
-    rows = [infostate(card, h) for card in range(3) for h, p in enumerate(ACTING_PLAYER) if p == player]
     strategies = np.full((64, NUM_INFOSTATES, 2), 0.5)
     for i, choice in enumerate(itertools.product(range(2), repeat=6)):
-        strategies[i, rows] = np.eye(2)[list(choice)]
+        strategies[i, _ROWS[player]] = np.eye(2)[list(choice)]
     return strategies
 
 
-_ROWS = {player: np.asarray([infostate(card, h) for card in range(3) for h, p in enumerate(ACTING_PLAYER)
-                             if p == player]) for player in (0, 1)}
 _PURE = {player: _pure_strategies(player) for player in (0, 1)}
 
 
